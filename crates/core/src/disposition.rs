@@ -84,7 +84,9 @@ impl Disposition {
     /// One line a person understands.
     pub fn patient_phrase(self) -> &'static str {
         match self {
-            Disposition::EmergencyNow => "Call emergency services or go to the emergency department now.",
+            Disposition::EmergencyNow => {
+                "Call emergency services or go to the emergency department now."
+            }
             Disposition::UrgentSameDay => "Get seen today (urgent care or a same-day appointment).",
             Disposition::Within24To72h => "Book an appointment within the next 1 to 3 days.",
             Disposition::Routine => "Book a routine appointment within about two weeks.",
@@ -172,8 +174,14 @@ mod tests {
 
     #[test]
     fn published_scales() {
-        assert_eq!(Disposition::Within24To72h.to_four_level(), Some("within_1_week"));
-        assert_eq!(Disposition::UrgentSameDay.to_three_level(), Some("non_emergent"));
+        assert_eq!(
+            Disposition::Within24To72h.to_four_level(),
+            Some("within_1_week")
+        );
+        assert_eq!(
+            Disposition::UrgentSameDay.to_three_level(),
+            Some("non_emergent")
+        );
         assert_eq!(Disposition::Admin.to_three_level(), None);
     }
 }

@@ -66,7 +66,10 @@ impl RecordFacts {
             lines.push(format!("Medications: {}", self.medications.join("; ")));
         }
         if !self.measurements.is_empty() {
-            lines.push(format!("Recent measurements: {}", self.measurements.join("; ")));
+            lines.push(format!(
+                "Recent measurements: {}",
+                self.measurements.join("; ")
+            ));
         }
         lines.join("\n")
     }

@@ -216,3 +216,42 @@ mod tests {
         assert!(check_header(&path).unwrap_err().contains("too short"));
     }
 }
+
+/// A [`LoraSpec`] whose shapes fit the base model at `model` (read from its GGUF metadata).
+pub fn lora_spec_for_model(model: &Path, rank: usize, seed: u64) -> Result<LoraSpec, String> {
+    check_header(model)?;
+    let ctx = llama_cpp_2::gguf::GgufContext::from_file(model)
+        .ok_or_else(|| format!("cannot read GGUF metadata of {}", model.display()))?;
+    let str_key = |k: &str| -> Result<String, String> {
+        let i = ctx.find_key(k);
+        if i < 0 {
+            return Err(format!("{} has no `{k}`", model.display()));
+        }
+        ctx.val_str(i)
+            .map(str::to_string)
+            .ok_or_else(|| format!("`{k}` is not a string"))
+    };
+    let arch = str_key("general.architecture")?;
+    let num = |k: &str| -> Result<usize, String> {
+        let key = format!("{arch}.{k}");
+        let i = ctx.find_key(&key);
+        if i < 0 {
+            return Err(format!("{} has no `{key}`", model.display()));
+        }
+        Ok(ctx.val_u32(i) as usize)
+    };
+    let n_embd = num("embedding_length")?;
+    let n_head = num("attention.head_count")?.max(1);
+    let n_head_kv = num("attention.head_count_kv").unwrap_or(n_head);
+    Ok(LoraSpec {
+        n_layer: num("block_count")?,
+        n_embd,
+        n_embd_v: n_head_kv * (n_embd / n_head),
+        arch,
+        rank,
+        alpha: rank as f32,
+        amplitude: 0.08,
+        seed,
+        invocation_tokens: None,
+    })
+}

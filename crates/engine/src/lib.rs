@@ -20,12 +20,12 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod llama;
+pub mod models;
 
 pub use api::{
-    ChatMessage, Constraint, Engine, EngineStats, FinishReason, Generation, GenerateParams,
+    ChatMessage, Constraint, Engine, EngineStats, FinishReason, GenerateParams, Generation,
     ModelInfo, OpenSession, Opened, SessionId, SessionStats, Turn, TurnOutput,
 };
 pub use config::{AdapterConfig, EngineConfig};
 pub use error::EngineError;
 pub use llama::EmbeddedEngine;
-pub mod models;

@@ -48,7 +48,9 @@ impl ConstraintCompiler {
             Some(Constraint::JsonSchema(schema)) => {
                 let mut schema = schema.clone();
                 let Some(obj) = schema.as_object_mut() else {
-                    return Err(EngineError::Constraint("JSON schema must be an object".into()));
+                    return Err(EngineError::Constraint(
+                        "JSON schema must be an object".into(),
+                    ));
                 };
                 // Compact JSON: flexible whitespace lets a small model wander into blank lines.
                 obj.entry("x-guidance")

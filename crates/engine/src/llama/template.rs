@@ -25,8 +25,9 @@ impl Templates {
         let template = match model.chat_template(None) {
             Ok(t) => t,
             // Models without an embedded template get ChatML, llama.cpp's built-in by name.
-            Err(_) => LlamaChatTemplate::new("chatml")
-                .map_err(|e| EngineError::Backend(e.to_string()))?,
+            Err(_) => {
+                LlamaChatTemplate::new("chatml").map_err(|e| EngineError::Backend(e.to_string()))?
+            }
         };
         let apply = |msgs: &[(&str, &str)], add_ass: bool| -> Result<String, EngineError> {
             let chat = msgs
@@ -42,7 +43,9 @@ impl Templates {
         let with = apply(&[("user", "x")], true)?;
         let assistant_header = with
             .strip_prefix(&without)
-            .ok_or_else(|| EngineError::Backend("chat template: unexpected assistant prompt".into()))?
+            .ok_or_else(|| {
+                EngineError::Backend("chat template: unexpected assistant prompt".into())
+            })?
             .to_string();
         let reply = apply(&[("assistant", SENTINEL)], false)?;
         let end_of_turn = reply
@@ -75,7 +78,10 @@ impl Templates {
                     "message contains the reserved character U+E000".into(),
                 ));
             }
-            if m.role.is_empty() || m.role.chars().any(|c| !c.is_ascii_alphanumeric() && c != '_')
+            if m.role.is_empty()
+                || m.role
+                    .chars()
+                    .any(|c| !c.is_ascii_alphanumeric() && c != '_')
             {
                 return Err(EngineError::InvalidInput(format!(
                     "role `{}` must be a non-empty ASCII word",
@@ -92,7 +98,9 @@ impl Templates {
                 .ok_or_else(|| EngineError::Backend("chat template dropped the content".into()))?;
             out.extend(special(model, before));
             if m.content.contains('\0') {
-                return Err(EngineError::InvalidInput("message contains a NUL byte".into()));
+                return Err(EngineError::InvalidInput(
+                    "message contains a NUL byte".into(),
+                ));
             }
             out.extend(model.vocab().tokenize(m.content.as_bytes(), false, false));
             out.extend(special(model, after));

@@ -63,7 +63,9 @@ pub(crate) fn spawn(
         }
         Err(_) => {
             let _ = thread.join();
-            Err(EngineError::Backend("the engine thread died while starting".into()))
+            Err(EngineError::Backend(
+                "the engine thread died while starting".into(),
+            ))
         }
     }
 }
@@ -243,8 +245,15 @@ impl Job {
 }
 
 enum Entry {
-    Prefill { job: usize, n: usize, row: Option<i32> },
-    Gen { job: usize, row: i32 },
+    Prefill {
+        job: usize,
+        n: usize,
+        row: Option<i32>,
+    },
+    Gen {
+        job: usize,
+        row: i32,
+    },
 }
 
 struct Worker<'m> {
@@ -444,7 +453,11 @@ impl<'m> Worker<'m> {
 
     fn reserved_cells(&self) -> usize {
         self.sessions.values().map(|s| s.reserve).sum::<usize>()
-            + self.prefixes.values().map(|p| p.tokens.len()).sum::<usize>()
+            + self
+                .prefixes
+                .values()
+                .map(|p| p.tokens.len())
+                .sum::<usize>()
     }
 
     fn prefix_key(tokens: &[LlamaToken], adapter: Option<usize>) -> u64 {
@@ -507,7 +520,9 @@ impl<'m> Worker<'m> {
                 continue;
             }
             if ok {
-                let Some(p) = self.pending.pop_front() else { break };
+                let Some(p) = self.pending.pop_front() else {
+                    break;
+                };
                 self.open_admitted(p, limit, cached, key);
             } else if since.elapsed() > timeout {
                 if let Some(p) = self.pending.pop_front() {
