@@ -119,6 +119,8 @@ pub enum FinishReason {
 pub struct Generation {
     pub text: String,
     pub tokens: Vec<i32>,
+    /// Bytes of text each token contributed (to map a span of `text` back to its tokens).
+    pub piece_lens: Vec<usize>,
     /// Log-probability of each generated token under the (constrained, renormalised) distribution.
     pub logprobs: Vec<f32>,
     pub finish: FinishReason,

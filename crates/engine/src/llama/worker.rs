@@ -1140,7 +1140,12 @@ impl<'m> Worker<'m> {
                 let eot = self.templates.end_of_turn_tokens(self.model);
                 let undecoded = job.gen.as_ref().and_then(|g| g.undecoded);
                 let generation = job.gen.map(|g| {
-                    let text = detokenize(self.model, &g.tokens);
+                    let pieces: Vec<Vec<u8>> = g
+                        .tokens
+                        .iter()
+                        .map(|t| self.model.vocab().token_to_piece(*t, false, None))
+                        .collect();
+                    let text = String::from_utf8_lossy(&pieces.concat()).into_owned();
                     let finish = if g.tokens.len() >= g.max_tokens {
                         FinishReason::Length
                     } else {
@@ -1149,6 +1154,7 @@ impl<'m> Worker<'m> {
                     Generation {
                         text,
                         tokens: g.tokens.iter().map(|t| t.0).collect(),
+                        piece_lens: pieces.iter().map(Vec::len).collect(),
                         logprobs: g.logprobs,
                         finish,
                     }
@@ -1205,14 +1211,6 @@ fn sample(model: &LlamaModel, job: &mut Job, logits: &[f32]) -> Result<(), Engin
         gen.undecoded = Some(pick.token);
     }
     Ok(())
-}
-
-fn detokenize(model: &LlamaModel, tokens: &[LlamaToken]) -> String {
-    let mut bytes = Vec::new();
-    for t in tokens {
-        bytes.extend(model.vocab().token_to_piece(*t, false, None));
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn clone_err(e: &EngineError) -> EngineError {

@@ -1,0 +1,429 @@
+//! The subcommands other than `bench`.
+
+use crate::output;
+use crate::provision::{self, Source};
+use anyhow::{anyhow, bail, Context, Result};
+use careflow_core::{PatientId, PatientMessage};
+use careflow_engine::{models, EmbeddedEngine, Engine, EngineConfig};
+use careflow_knowledge::{Guidelines, RuleSet};
+use careflow_records::Records;
+use careflow_workflow::{Mode, TriageRequest, TriageWorkflow, WorkflowConfig};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The message the quick start triages.
+pub const SEED_MESSAGE: &str = "I've had sharp lower back pain for 3 days. Should I be worried?";
+
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// A known model name (see `careflow model list`) or a path to a GGUF file.
+    #[arg(long, env = "CAREFLOW_MODEL", default_value = models::DEFAULT_MODEL)]
+    pub model: String,
+    /// Decoding threads (default: all cores). Never more than the cores that are free.
+    #[arg(long, env = "CAREFLOW_THREADS")]
+    pub threads: Option<usize>,
+}
+
+impl EngineArgs {
+    pub fn config(&self) -> Result<EngineConfig> {
+        let path = models::resolve(&self.model)
+            .map_err(|e| anyhow!("{e}\nhint: `careflow model pull {}`", models::DEFAULT_MODEL))?;
+        Ok(EngineConfig {
+            threads: self.threads,
+            ..EngineConfig::for_model(path)
+        })
+    }
+
+    pub fn start(&self) -> Result<EmbeddedEngine> {
+        Ok(self.config()?.build()?)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct DbArgs {
+    /// `sqlite://PATH` or `postgres://…` (default: a SQLite file in careflow's data directory).
+    #[arg(long, env = "CAREFLOW_DATABASE_URL")]
+    pub database: Option<String>,
+}
+
+impl DbArgs {
+    pub fn url(&self) -> String {
+        self.database.clone().unwrap_or_else(default_database_url)
+    }
+    pub async fn connect(&self) -> Result<Records> {
+        let url = self.url();
+        Records::connect(&url)
+            .await
+            .with_context(|| format!("connecting to {}", redact(&url)))
+    }
+}
+
+/// Hides a password in a database URL before it is printed.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAREFLOW_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    // A dotted home fallback keeps working where no XDG data dir is known.
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/share"))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("careflow")
+}
+
+pub fn default_database_url() -> String {
+    format!("sqlite://{}", data_dir().join("careflow.db").display())
+}
+
+/// The OMOP sample shipped in the repository (OHDSI EunomiaDatasets, Apache-2.0).
+pub fn bundled_omop_zip() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/omop/Synthea27Nj_5.4.zip"
+    ))
+}
+
+fn read_message(raw: &OsString) -> Result<PatientMessage> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = if raw == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading the message from standard input")?;
+        buf
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    Ok(PatientMessage::from_bytes(&bytes)?)
+}
+
+pub fn workflow(
+    engine: Arc<dyn Engine>,
+    records: Option<Records>,
+    config: WorkflowConfig,
+) -> Result<TriageWorkflow> {
+    let rules = RuleSet::embedded().context("loading the red-flag rules")?;
+    let guidelines = Guidelines::embedded().context("loading the guideline corpus")?;
+    Ok(TriageWorkflow::new(
+        engine, records, rules, guidelines, config,
+    ))
+}
+
+#[derive(Args)]
+pub struct TriageArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The patient (OMOP person_id) the message comes from; their record is read, scoped to them.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// How steps reach the engine.
+    #[arg(long, value_enum, default_value = "stateful-prefix-cache")]
+    pub mode: ModeArg,
+    /// Print the outcome as JSON (top-level `disposition`).
+    #[arg(long)]
+    pub json: bool,
+    /// The patient's message (`-` reads standard input).
+    pub message: OsString,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Stateless,
+    Stateful,
+    StatefulPrefixCache,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Stateless => Mode::Stateless,
+            ModeArg::Stateful => Mode::Stateful,
+            ModeArg::StatefulPrefixCache => Mode::StatefulPrefixCache,
+        }
+    }
+}
+
+pub async fn triage(a: TriageArgs) -> Result<()> {
+    let message = read_message(&a.message)?;
+    let patient = a
+        .patient
+        .as_deref()
+        .map(str::parse::<PatientId>)
+        .transpose()?;
+    let records = match patient {
+        Some(_) => Some(a.db.connect().await?),
+        None => None,
+    };
+    let engine = Arc::new(a.engine.start()?);
+    let wf = workflow(
+        engine,
+        records,
+        WorkflowConfig {
+            mode: a.mode.into(),
+            ..Default::default()
+        },
+    )?;
+    let outcome = wf.run(TriageRequest { message, patient }).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        output::print_outcome(&outcome);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The OMOP zip loaded into an empty database.
+    #[arg(long)]
+    pub omop: Option<PathBuf>,
+    /// The message to triage.
+    #[arg(long, default_value = SEED_MESSAGE)]
+    pub message: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn demo(a: DemoArgs) -> Result<()> {
+    // 1. The default model, from the cache or pulled.
+    if a.engine.model == models::DEFAULT_MODEL {
+        let known = models::find(models::DEFAULT_MODEL)
+            .ok_or_else(|| anyhow!("no default model in the registry"))?;
+        if !known.path().is_file() {
+            provision::pull(known, Source::Auto).await?;
+        }
+    }
+    // 2. Demo records: the bundled OMOP sample, loaded once.
+    let records = a.db.connect().await?;
+    records.init().await?;
+    let persons = records
+        .counts()
+        .await?
+        .into_iter()
+        .find(|(t, _)| t == "person")
+        .map_or(0, |(_, n)| n);
+    if persons == 0 {
+        let zip = a.omop.clone().unwrap_or_else(bundled_omop_zip);
+        eprintln!("loading demo records from {}", zip.display());
+        let pb = progress("loading OMOP rows");
+        let report = records
+            .load_omop_zip(&zip, Some(careflow_records::SYNTHEA_ZIP_SHA256), &|d, t| {
+                pb.set_length(t);
+                pb.set_position(d);
+            })
+            .await?;
+        pb.finish_and_clear();
+        eprintln!(
+            "loaded {} persons into {}",
+            report.persons,
+            redact(&a.db.url())
+        );
+    }
+    let patient = records
+        .patients(1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the demo database has no patients"))?;
+    // 3. The triage.
+    eprintln!("triaging as patient {patient}: \"{}\"", a.message);
+    let engine = Arc::new(a.engine.start()?);
+    let wf = workflow(engine, Some(records), WorkflowConfig::default())?;
+    let outcome = wf
+        .run(TriageRequest {
+            message: PatientMessage::parse(&a.message)?,
+            patient: Some(patient),
+        })
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        output::print_outcome(&outcome);
+    }
+    Ok(())
+}
+
+fn progress(msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:20} [{bar:30}] {pos}/{len} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Fetch a known model into the cache and verify its sha256.
+    Pull {
+        /// A name from `careflow model list`.
+        name: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        source: Source,
+    },
+    /// The known models and whether each is in the cache.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn model(c: ModelCommand) -> Result<()> {
+    match c {
+        ModelCommand::Pull { name, source } => {
+            let known = models::find(&name).ok_or_else(|| {
+                let names: Vec<&str> = models::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                anyhow!("unknown model `{name}` (known: {})", names.join(", "))
+            })?;
+            let path = provision::pull(known, source).await?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        ModelCommand::List { json } => {
+            let rows: Vec<serde_json::Value> = models::KNOWN_MODELS
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "name": m.name,
+                        "description": m.description,
+                        "size": m.size,
+                        "sha256": m.sha256,
+                        "cached": m.path().is_file(),
+                        "path": m.path(),
+                        "hub": format!("{}/{}", m.hf_repo, m.hf_file),
+                        "wheels": m.wheels.iter().map(|w| format!("{}=={}", w.package, w.version)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let table: Vec<Vec<String>> = models::KNOWN_MODELS
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.name.to_string(),
+                            format!("{:.0} MB", m.size as f64 / 1e6),
+                            if m.path().is_file() { "yes" } else { "no" }.to_string(),
+                            m.description.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["model", "size", "cached", "description"], &table);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Create the tables (idempotent).
+    Init {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Load an OMOP CDM CSV zip (e.g. data/omop/Synthea27Nj_5.4.zip).
+    LoadOmop {
+        #[command(flatten)]
+        db: DbArgs,
+        path: PathBuf,
+        /// Expected sha256 of the zip (the bundled sample's is checked by default).
+        #[arg(long)]
+        sha256: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate deterministic synthetic patients.
+    Synth {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        persons: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+pub async fn db(c: DbCommand) -> Result<()> {
+    match c {
+        DbCommand::Init { db } => {
+            let r = db.connect().await?;
+            r.init().await?;
+            println!("initialised {}", redact(&db.url()));
+        }
+        DbCommand::LoadOmop {
+            db,
+            path,
+            sha256,
+            json,
+        } => {
+            if !path.is_file() {
+                bail!("no such file: {}", path.display());
+            }
+            let expected = sha256.or_else(|| {
+                (path.file_name() == bundled_omop_zip().file_name())
+                    .then(|| careflow_records::SYNTHEA_ZIP_SHA256.to_string())
+            });
+            let r = db.connect().await?;
+            r.init().await?;
+            let pb = progress("loading OMOP rows");
+            let report = r
+                .load_omop_zip(&path, expected.as_deref(), &|d, t| {
+                    pb.set_length(t);
+                    pb.set_position(d);
+                })
+                .await?;
+            pb.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let rows: Vec<Vec<String>> = report
+                    .rows_per_table
+                    .iter()
+                    .map(|(t, n)| vec![t.clone(), n.to_string()])
+                    .collect();
+                output::table(&["table", "rows"], &rows);
+                println!("{} persons", report.persons);
+            }
+        }
+        DbCommand::Synth { db, persons, seed } => {
+            let r = db.connect().await?;
+            r.init().await?;
+            let pb = progress("synthesising persons");
+            let n = r
+                .synth(persons, seed, &|d, t| {
+                    pb.set_length(t);
+                    pb.set_position(d);
+                })
+                .await?;
+            pb.finish_and_clear();
+            println!("added {n} synthetic persons to {}", redact(&db.url()));
+        }
+    }
+    Ok(())
+}

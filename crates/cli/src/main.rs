@@ -1,0 +1,93 @@
+//! `careflow`: triage patient-portal messages with a small self-hosted model.
+//!
+//! Subcommands: `demo` (the quick start), `triage`, `model`, `db`, `bench`.
+//! Every command that prints a result has `--json` for machines; without it, a table for people.
+
+mod bench;
+mod commands;
+mod output;
+mod provision;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "careflow",
+    version,
+    about = "Triage patient-portal messages through a multi-step workflow on a small self-hosted model",
+    long_about = "careflow answers patient-portal messages with a triage disposition \
+(emergency_now, urgent_same_day, within_24_72h, routine, self_care, or admin) through the steps \
+Plan -> Retrieve -> Analyze -> Validate -> Respond, on one engine session per request, so that \
+each token of a request is computed once. careflow supports clinicians; it does not diagnose.\n\n\
+Quick start:\n  careflow demo                      # pull the model, load demo records, triage the seed message\n  \
+careflow triage --patient 1 \"I've had sharp lower back pain for 3 days. Should I be worried?\"\n  \
+careflow bench workflow            # stateless vs stateful vs prefix cache, as ratios"
+)]
+struct Cli {
+    /// Log level filter (e.g. `info`, `careflow=debug`); env CAREFLOW_LOG.
+    #[arg(
+        long,
+        global = true,
+        env = "CAREFLOW_LOG",
+        default_value = "warn,llama-cpp-2=error"
+    )]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The quick start: provision the default model and demo records, then triage the seed message.
+    Demo(commands::DemoArgs),
+    /// Triage one message through the full workflow.
+    Triage(commands::TriageArgs),
+    /// Known models: pull, list.
+    #[command(subcommand)]
+    Model(commands::ModelCommand),
+    /// The records database (OMOP CDM subset): init, load-omop, synth.
+    #[command(subcommand)]
+    Db(commands::DbCommand),
+    /// Benchmarks that print figures as ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result: Result<()> = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(a) => commands::demo(a).await,
+            Command::Triage(a) => commands::triage(a).await,
+            Command::Model(c) => commands::model(c).await,
+            Command::Db(c) => commands::db(c).await,
+            Command::Bench(c) => bench::run(c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Readable output for people (tables); `--json` bypasses all of this.
+
+use careflow_workflow::TriageOutcome;
+
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths.get(i).copied().unwrap_or(0)))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    println!(
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn print_outcome(o: &TriageOutcome) {
+    println!(
+        "Disposition: {}   (decision: {:?}, model confidence {:.2})",
+        o.disposition.label().to_uppercase(),
+        o.decision,
+        o.confidence
+    );
+    if let (Some(p), true) = (o.proposed, o.proposed != Some(o.disposition)) {
+        println!("  the model proposed {}; validation changed it", p.label());
+    }
+    println!("\nReply to the patient:");
+    for para in o.patient_reply.split("\n\n") {
+        println!("  {para}");
+    }
+    println!("\nReasons:");
+    for r in &o.reasons {
+        println!("  - {r}");
+    }
+    if !o.notes.is_empty() {
+        println!("Validation notes:");
+        for n in &o.notes {
+            println!("  - {n}");
+        }
+    }
+    if !o.cited.is_empty() {
+        println!("Guideline passages cited:");
+        for c in &o.cited {
+            println!("  [{}] {} ({})", c.id, c.title, c.source);
+        }
+    }
+    if let Some(s) = &o.record_summary {
+        println!(
+            "Record read (patient {}):",
+            o.patient_id.unwrap_or_default()
+        );
+        for l in s.lines() {
+            println!("  {l}");
+        }
+    }
+    println!("\nPer step ({} mode, model {}):", o.mode.name(), o.model);
+    let mut rows: Vec<Vec<String>> = o
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.step.name().to_string(),
+                s.adapter.clone().unwrap_or_else(|| "-".into()),
+                s.usage.submitted.to_string(),
+                s.usage.computed.to_string(),
+                s.usage.reused.to_string(),
+                s.usage.generated.to_string(),
+                format!("{:.0}", s.millis),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "total".into(),
+        String::new(),
+        o.totals.submitted.to_string(),
+        o.totals.computed.to_string(),
+        o.totals.reused.to_string(),
+        o.totals.generated.to_string(),
+        format!("{:.0}", o.elapsed_ms),
+    ]);
+    table(
+        &[
+            "step",
+            "adapter",
+            "submitted",
+            "computed",
+            "reused",
+            "generated",
+            "ms",
+        ],
+        &rows,
+    );
+    println!("\ncareflow supports clinicians; this is not a diagnosis.");
+}

@@ -1,0 +1,217 @@
+//! Connecting to SQLite or PostgreSQL, creating the tables, and the batched writes and
+//! small reads that the other modules share.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use careflow_core::PatientId;
+
+use crate::error::RecordsError;
+use crate::table::{
+    insert_sql, rows_per_statement, OnConflict, Placeholder, Row, TableSpec, Value, TABLES,
+};
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` once per backend with `$p` bound to the concrete pool (or transaction), so
+/// the same query code compiles against both drivers.
+macro_rules! on_backend {
+    ($value:expr, $enum:ident, $p:ident => $body:expr) => {
+        match $value {
+            $enum::Sqlite($p) => $body,
+            $enum::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
+/// A handle on the records database (cheap to clone: it wraps a connection pool).
+#[derive(Debug, Clone)]
+pub struct Records {
+    pub(crate) pool: Pool,
+}
+
+impl Records {
+    /// `sqlite://PATH` (file and parent directories created if missing; `?mode=ro` opens
+    /// read-only), `sqlite::memory:` (one private in-memory database), or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Records, RecordsError> {
+        let bad = |reason: &str| RecordsError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if url == "sqlite::memory:" || url == "sqlite://:memory:" {
+            // Each connection would get its own empty database: keep exactly one, forever.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(SqliteConnectOptions::from_str("sqlite::memory:")?)
+                .await?;
+            return Ok(Records {
+                pool: Pool::Sqlite(pool),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let (path, query) = match rest.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(bad("no file path after `sqlite://`"));
+            }
+            let read_only = match query {
+                None | Some("mode=rwc") | Some("mode=rw") => false,
+                Some("mode=ro") => true,
+                Some(q) => {
+                    return Err(bad(&format!(
+                        "unsupported option `{q}` (only mode=ro|rw|rwc)"
+                    )))
+                }
+            };
+            let path = Path::new(path);
+            let mut opts = SqliteConnectOptions::new()
+                .filename(path)
+                .busy_timeout(Duration::from_secs(30));
+            if read_only {
+                opts = opts.read_only(true);
+            } else {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| RecordsError::Io {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                opts = opts
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal);
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await?;
+            return Ok(Records {
+                pool: Pool::Sqlite(pool),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| bad(&e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(5)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await?;
+            return Ok(Records {
+                pool: Pool::Postgres(pool),
+            });
+        }
+        Err(bad(
+            "expected sqlite://PATH, sqlite::memory: or postgres://…",
+        ))
+    }
+
+    /// Creates the tables and indexes (idempotent: applied migrations are recorded in
+    /// `_sqlx_migrations` and skipped).
+    pub async fn init(&self) -> Result<(), RecordsError> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATOR.run(p).await?,
+            Pool::Postgres(p) => POSTGRES_MIGRATOR.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// The first `limit` person ids, ascending (a negative limit returns none).
+    pub async fn patients(&self, limit: i64) -> Result<Vec<PatientId>, RecordsError> {
+        let sql = "SELECT person_id FROM person ORDER BY person_id LIMIT $1";
+        let ids: Vec<i64> = on_backend!(&self.pool, Pool, p => {
+            sqlx::query_scalar(sql).bind(limit.max(0)).fetch_all(p).await?
+        });
+        Ok(ids.into_iter().map(PatientId).collect())
+    }
+
+    /// Rows per table, in load order: concept, person, visit_occurrence,
+    /// condition_occurrence, drug_exposure, procedure_occurrence, measurement, observation.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, RecordsError> {
+        let mut out = Vec::with_capacity(TABLES.len());
+        for t in TABLES {
+            let sql = format!("SELECT COUNT(*) FROM {}", t.name);
+            let n: i64 = on_backend!(&self.pool, Pool, p => {
+                sqlx::query_scalar(&sql).fetch_one(p).await?
+            });
+            out.push((t.name.to_string(), n));
+        }
+        Ok(out)
+    }
+
+    /// The largest key of a table, or 0 when it is empty.
+    pub(crate) async fn max_id(tx: &mut Tx, spec: &TableSpec) -> Result<i64, RecordsError> {
+        let sql = format!("SELECT MAX({}) FROM {}", spec.key(), spec.name);
+        let v: Option<i64> = on_backend!(tx, Tx, t => {
+            sqlx::query_scalar(&sql).fetch_one(&mut **t).await?
+        });
+        Ok(v.unwrap_or(0))
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Tx, RecordsError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+}
+
+/// An open write transaction; dropping it without [`Tx::commit`] rolls everything back.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), RecordsError> {
+        on_backend!(self, Tx, t => t.commit().await?);
+        Ok(())
+    }
+
+    /// Inserts rows (each in the column order of `spec`) in multi-row statements.
+    pub async fn insert(
+        &mut self,
+        spec: &TableSpec,
+        rows: &[Row],
+        on_conflict: OnConflict,
+    ) -> Result<(), RecordsError> {
+        let placeholder = match self {
+            Tx::Sqlite(_) => Placeholder::Anonymous,
+            Tx::Postgres(_) => Placeholder::Numbered,
+        };
+        for chunk in rows.chunks(rows_per_statement(spec)) {
+            let sql = insert_sql(spec, chunk.len(), on_conflict, placeholder);
+            on_backend!(self, Tx, t => {
+                let mut q = sqlx::query(&sql);
+                for v in chunk.iter().flatten() {
+                    q = match v {
+                        Value::Int(x) => q.bind(*x),
+                        Value::Float(x) => q.bind(*x),
+                        Value::Text(x) => q.bind(x.clone()),
+                        Value::Date(x) => q.bind(*x),
+                    };
+                }
+                q.execute(&mut **t).await?;
+            });
+        }
+        Ok(())
+    }
+}

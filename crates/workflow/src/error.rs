@@ -1,0 +1,18 @@
+use careflow_core::MessageError;
+use careflow_engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error(transparent)]
+    Input(#[from] MessageError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("records: {0}")]
+    Records(#[from] careflow_records::RecordsError),
+    #[error("knowledge: {0}")]
+    Knowledge(#[from] careflow_knowledge::KnowledgeError),
+    #[error("patient {0} is not in the records database")]
+    UnknownPatient(i64),
+    #[error("step {step}: {reason}")]
+    Step { step: &'static str, reason: String },
+}
