@@ -15,8 +15,12 @@
 //!   passages with BM25 ([`Guidelines::search`]) and writes the compact digest that goes in the
 //!   model's shared prefix ([`Guidelines::digest`]).
 //!
-//! Modules: [`rules`] (loading, validation, evaluation), [`guidelines`] (corpus, BM25, digest),
-//! `text` (clauses, contractions, negation, temperatures, stated ages).
+//! - `data/eval/*.jsonl`: evaluation suites, one portal message with its gold disposition per
+//!   line; [`eval::load_suite`] reads and checks them (`data/eval/README.md` has the schema).
+//!
+//! Modules: [`rules`] (loading, validation, evaluation, the rules' own examples),
+//! [`guidelines`] (corpus, BM25, digest), [`eval`] (evaluation suites), `text` (clauses,
+//! contractions, negation, temperatures, stated ages).
 //!
 //! Examples: `cargo run --release -p careflow-knowledge --example probe < messages.txt` prints
 //! the floor, fired rules and findings for one message per line (for rule authors);
@@ -24,12 +28,14 @@
 //!
 //! Every text here supports clinicians and is not a diagnosis.
 
+pub mod eval;
 pub mod guidelines;
 pub mod rules;
 mod text;
 
+pub use eval::{load_suite, parse_suite, EvalItem};
 pub use guidelines::{Guidelines, Passage, Topic};
-pub use rules::{Conditions, FiredRule, Rule, RuleOutcome, RuleSet};
+pub use rules::{Conditions, ExampleMismatch, FiredRule, Rule, RuleOutcome, RuleSet};
 
 /// Everything that can go wrong loading careflow's knowledge; each variant names the file and,
 /// where there is one, the rule, finding, fact or passage at fault.
@@ -67,6 +73,15 @@ pub enum KnowledgeError {
     Guideline { file: String, reason: String },
     #[error("{place}: {reason}")]
     Empty { place: String, reason: String },
+    /// A line of an evaluation suite (JSONL) that cannot be used; `line` counts from 1 and
+    /// `field` names the key at fault when there is one (`reason` repeats it for people).
+    #[error("{file}: line {line}: {reason}")]
+    Suite {
+        file: String,
+        line: usize,
+        field: Option<String>,
+        reason: String,
+    },
 }
 
 /// Temperatures stated in a message, in °C ("38.5", "101.5F", "39C", "102 F").

@@ -30,7 +30,17 @@
 //! none = []                   # none of these may be positive
 //! facts_any = []              # at least one record fact, when given
 //! facts_all = []              # every record fact
+//! fires = ["back pain and I can't pee"]          # messages that must fire this rule
+//! quiet = ["back pain, peeing normally"]         # near misses that must not fire it
+//! example_facts = { immunosuppressed = true }    # record facts for both lists (optional)
 //! ```
+//!
+//! `fires` and `quiet` are the rule's own tests, kept beside it as data:
+//! [`RuleSet::check_examples`] evaluates each with `example_facts` (the fields of
+//! [`careflow_core::RecordFacts`]: `age_years`, `age_months`, `sex`, `pregnant`,
+//! `immunosuppressed`, `anticoagulated`, `cancer_history`, `recent_surgery`, `diabetes`,
+//! `heart_disease`, `conditions`, `medications`) and reports every example that does not
+//! behave as written. The embedded rules all carry both lists and the tests hold them to it.
 //!
 //! Phrase syntax: words match whole tokens, case-insensitively (a word also matches its plural
 //! in `s`/`es`); `word*` matches any word that begins so; `...` skips up to three words.
@@ -194,8 +204,54 @@ pub struct Rule {
     /// The file the rule was read from.
     pub file: String,
     pub when: Conditions,
+    /// Messages that must fire this rule (evaluated with `example_facts`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fires: Vec<String>,
+    /// Near-miss messages that must not fire it (evaluated with `example_facts`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quiet: Vec<String>,
+    /// The record facts the examples are evaluated with (default: nothing known).
+    #[serde(skip_serializing_if = "is_default_facts")]
+    pub example_facts: RecordFacts,
     #[serde(skip)]
     compiled: CompiledConditions,
+}
+
+fn is_default_facts(f: &RecordFacts) -> bool {
+    *f == RecordFacts::default()
+}
+
+/// A rule example (`fires` / `quiet`) that does not behave as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExampleMismatch {
+    /// The rule the example belongs to.
+    pub rule: String,
+    /// The file the rule was read from.
+    pub file: String,
+    /// The example message.
+    pub message: String,
+    /// `true` for a `fires` example that did not fire the rule, `false` for a `quiet`
+    /// example that did.
+    pub should_fire: bool,
+    /// Every rule the message fired.
+    pub fired: Vec<String>,
+    /// The positive findings recognised in the message.
+    pub findings: Vec<String>,
+}
+
+impl std::fmt::Display for ExampleMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (list, what) = if self.should_fire {
+            ("fires", "did not fire")
+        } else {
+            ("quiet", "fired")
+        };
+        write!(
+            f,
+            "{}: rule `{}`: {list} example \"{}\" {what} (fired {:?}; findings {:?})",
+            self.file, self.rule, self.message, self.fired, self.findings
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -375,6 +431,34 @@ impl RuleSet {
             .collect()
     }
 
+    /// Evaluates every rule's `fires` and `quiet` examples (with its `example_facts`) and
+    /// returns those that do not behave as written; empty when all do.
+    pub fn check_examples(&self) -> Vec<ExampleMismatch> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let cases = rule
+                .fires
+                .iter()
+                .map(|m| (m, true))
+                .chain(rule.quiet.iter().map(|m| (m, false)));
+            for (message, should_fire) in cases {
+                let o = self.evaluate(message, &rule.example_facts);
+                let fired: Vec<String> = o.fired.iter().map(|f| f.id.clone()).collect();
+                if fired.contains(&rule.id) != should_fire {
+                    out.push(ExampleMismatch {
+                        rule: rule.id.clone(),
+                        file: rule.file.clone(),
+                        message: message.clone(),
+                        should_fire,
+                        fired,
+                        findings: o.findings,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Applies every rule to a message and the record's facts.
     pub fn evaluate(&self, message: &str, facts: &RecordFacts) -> RuleOutcome {
         let scan = self.scan(message);
@@ -497,10 +581,12 @@ impl RuleSet {
                     .collect();
                 for phrase in &finding.phrases {
                     for span in text::find_all(phrase, clause) {
-                        if excluded
-                            .iter()
-                            .any(|x| span.overlaps(x) && !span.contains(x))
-                        {
+                        // An exclude cancels a match it overlaps, unless the match is
+                        // longer and holds it whole (then the match is the more specific).
+                        if excluded.iter().any(|x| {
+                            span.overlaps(x)
+                                && (!span.contains(x) || (span.start, span.end) == (x.start, x.end))
+                        }) {
                             continue;
                         }
                         if text::is_negated(clause, &span) {
@@ -758,6 +844,8 @@ fn parse_file(name: &str, text: &str) -> Result<RawFile, KnowledgeError> {
 struct Fields<'a> {
     table: &'a toml::Table,
     used: HashSet<&'static str>,
+    /// Written before every field name in messages (`example_facts.`), empty at top level.
+    prefix: &'static str,
 }
 
 impl<'a> Fields<'a> {
@@ -765,20 +853,58 @@ impl<'a> Fields<'a> {
         Fields {
             table,
             used: HashSet::new(),
+            prefix: "",
+        }
+    }
+
+    fn nested(table: &'a toml::Table, prefix: &'static str) -> Self {
+        Fields {
+            table,
+            used: HashSet::new(),
+            prefix,
+        }
+    }
+
+    fn table(&mut self, key: &'static str) -> Result<Option<&'a toml::Table>, String> {
+        self.used.insert(key);
+        let p = self.prefix;
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(Some(t)),
+            Some(other) => Err(format!(
+                "field `{p}{key}` must be a table ({{ name = value, … }}), found {}",
+                other.type_str()
+            )),
+        }
+    }
+
+    fn integer(&mut self, key: &'static str) -> Result<Option<u32>, String> {
+        self.used.insert(key);
+        let p = self.prefix;
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Integer(i)) => u32::try_from(*i)
+                .map(Some)
+                .map_err(|_| format!("field `{p}{key}`: {i} is not a whole number from 0")),
+            Some(other) => Err(format!(
+                "field `{p}{key}` must be a whole number, found {}",
+                other.type_str()
+            )),
         }
     }
 
     fn string(&mut self, key: &'static str, required: bool) -> Result<Option<String>, String> {
         self.used.insert(key);
+        let p = self.prefix;
         match self.table.get(key) {
-            None if required => Err(format!("field `{key}` is missing")),
+            None if required => Err(format!("field `{p}{key}` is missing")),
             None => Ok(None),
             Some(toml::Value::String(s)) if s.trim().is_empty() => {
-                Err(format!("field `{key}` is empty"))
+                Err(format!("field `{p}{key}` is empty"))
             }
             Some(toml::Value::String(s)) => Ok(Some(s.trim().to_string())),
             Some(other) => Err(format!(
-                "field `{key}` must be a string, found {}",
+                "field `{p}{key}` must be a string, found {}",
                 other.type_str()
             )),
         }
@@ -786,6 +912,7 @@ impl<'a> Fields<'a> {
 
     fn strings(&mut self, key: &'static str) -> Result<Vec<String>, String> {
         self.used.insert(key);
+        let p = self.prefix;
         match self.table.get(key) {
             None => Ok(Vec::new()),
             Some(toml::Value::Array(items)) => items
@@ -794,17 +921,17 @@ impl<'a> Fields<'a> {
                 .map(|(i, v)| match v {
                     toml::Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
                     toml::Value::String(_) => {
-                        Err(format!("field `{key}` entry #{} is empty", i + 1))
+                        Err(format!("field `{p}{key}` entry #{} is empty", i + 1))
                     }
                     other => Err(format!(
-                        "field `{key}` entry #{} must be a string, found {}",
+                        "field `{p}{key}` entry #{} must be a string, found {}",
                         i + 1,
                         other.type_str()
                     )),
                 })
                 .collect(),
             Some(other) => Err(format!(
-                "field `{key}` must be an array of strings, found {}",
+                "field `{p}{key}` must be an array of strings, found {}",
                 other.type_str()
             )),
         }
@@ -812,12 +939,13 @@ impl<'a> Fields<'a> {
 
     fn float(&mut self, key: &'static str) -> Result<Option<f32>, String> {
         self.used.insert(key);
+        let p = self.prefix;
         match self.table.get(key) {
             None => Ok(None),
             Some(toml::Value::Float(f)) => Ok(Some(*f as f32)),
             Some(toml::Value::Integer(i)) => Ok(Some(*i as f32)),
             Some(other) => Err(format!(
-                "field `{key}` must be a number, found {}",
+                "field `{p}{key}` must be a number, found {}",
                 other.type_str()
             )),
         }
@@ -825,11 +953,12 @@ impl<'a> Fields<'a> {
 
     fn boolean(&mut self, key: &'static str) -> Result<Option<bool>, String> {
         self.used.insert(key);
+        let p = self.prefix;
         match self.table.get(key) {
             None => Ok(None),
             Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
             Some(other) => Err(format!(
-                "field `{key}` must be true or false, found {}",
+                "field `{p}{key}` must be true or false, found {}",
                 other.type_str()
             )),
         }
@@ -847,7 +976,8 @@ impl<'a> Fields<'a> {
                 let mut known: Vec<&str> = self.used.iter().copied().collect();
                 known.sort_unstable();
                 Err(format!(
-                    "unknown field `{k}` (expected one of: {})",
+                    "unknown field `{}{k}` (expected one of: {})",
+                    self.prefix,
                     known.join(", ")
                 ))
             }
@@ -1045,7 +1175,18 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
                 facts_any: f.strings("facts_any").map_err(err)?,
                 facts_all: f.strings("facts_all").map_err(err)?,
             };
+            let fires = f.strings("fires").map_err(err)?;
+            let quiet = f.strings("quiet").map_err(err)?;
+            let example_facts = match f.table("example_facts").map_err(err)? {
+                Some(t) => record_facts(t).map_err(err)?,
+                None => RecordFacts::default(),
+            };
             f.finish().map_err(err)?;
+            if let Some(m) = fires.iter().find(|m| quiet.contains(m)) {
+                return Err(err(format!(
+                    "field `quiet`: \"{m}\" is also listed under `fires`"
+                )));
+            }
             if when.all.is_empty() && when.any.is_empty() && when.facts_all.is_empty() {
                 return Err(err(
                     "needs at least one of `all`, `any`, `facts_all`: a rule on record facts alone \
@@ -1103,6 +1244,9 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
                     source,
                     file: file.name.clone(),
                     when,
+                    fires,
+                    quiet,
+                    example_facts,
                     compiled,
                 },
             });
@@ -1113,6 +1257,32 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
         findings,
         facts,
     })
+}
+
+/// `example_facts = { … }`: the fields of [`RecordFacts`] a rule's examples are evaluated with.
+fn record_facts(table: &toml::Table) -> Result<RecordFacts, String> {
+    fn flag(f: &mut Fields, key: &'static str) -> Result<bool, String> {
+        Ok(f.boolean(key)?.unwrap_or(false))
+    }
+    let mut f = Fields::nested(table, "example_facts.");
+    let facts = RecordFacts {
+        patient_id: None,
+        age_years: f.integer("age_years")?,
+        age_months: f.integer("age_months")?,
+        sex: f.string("sex", false)?,
+        pregnant: flag(&mut f, "pregnant")?,
+        immunosuppressed: flag(&mut f, "immunosuppressed")?,
+        anticoagulated: flag(&mut f, "anticoagulated")?,
+        cancer_history: flag(&mut f, "cancer_history")?,
+        recent_surgery: flag(&mut f, "recent_surgery")?,
+        diabetes: flag(&mut f, "diabetes")?,
+        heart_disease: flag(&mut f, "heart_disease")?,
+        conditions: f.strings("conditions")?,
+        medications: f.strings("medications")?,
+        measurements: Vec::new(),
+    };
+    f.finish()?;
+    Ok(facts)
 }
 
 fn fact_pred(

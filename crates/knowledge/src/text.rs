@@ -651,6 +651,11 @@ pub(crate) fn ages_in_clause(clause: &[String]) -> Vec<u32> {
         }
         let prev = i.checked_sub(1).map(|p| clause[p].as_str());
         let next = clause.get(i + 1).map(String::as_str);
+        // "67 yo", "3 yo" (a numeral, not a number word)
+        if next == Some("yo") && number_word(tok).is_none() {
+            out.push(n * 12);
+            continue;
+        }
         if matches!(prev, Some("i'm" | "aged" | "age"))
             && number_word(tok).is_none()
             && matches!(
@@ -793,6 +798,8 @@ mod tests {
         assert_eq!(a("a 70 year old man"), vec![840]);
         assert_eq!(a("my two month old"), vec![2]);
         assert_eq!(a("newborn with a fever"), vec![0]);
+        assert_eq!(a("my 3 yo has a rash"), vec![36]);
+        assert_eq!(a("67 yo, can't see"), vec![804]);
         assert!(a("a 3 day old rash").is_empty());
         assert!(a("I'm 38 weeks pregnant").is_empty());
         assert!(a("for 3 days").is_empty());

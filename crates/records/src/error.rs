@@ -56,6 +56,15 @@ pub enum RecordsError {
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
+    /// The SQL guard refused a statement; `reason` says why (specific enough to tell the
+    /// model that wrote it, e.g. "table `x` is not allowed").
+    #[error("rejected: {reason}")]
+    Rejected { reason: String },
+
+    /// A guarded statement ran past its statement timeout and was stopped by the database.
+    #[error("the statement ran past its timeout of {ms} ms and was stopped")]
+    Timeout { ms: u64 },
+
     /// A background task (zip reading) panicked or was cancelled.
     #[error("background task: {0}")]
     Task(String),

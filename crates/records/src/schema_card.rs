@@ -1,7 +1,8 @@
 //! The description of the tables that the SQL-writing step sees (part of the shared prefix).
 
 const CARD: &str = "\
-Patient records: OMOP CDM v5.4 subset. Every query must filter on person_id = :patient. \
+Patient records: OMOP CDM v5.4 subset. Write one SELECT; the database already limits every table to the \
+current patient (no person_id filter or placeholder needed). \
 Dates are DATE 'YYYY-MM-DD' (compare with literals like '2024-01-31'). \
 *_concept_id columns join concept.concept_id; read names from concept.concept_name.
 person: person_id (patient id), gender_concept_id (8532 female, 8507 male), year_of_birth, month_of_birth, \

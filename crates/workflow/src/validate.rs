@@ -92,6 +92,11 @@ pub fn validate(
         notes.push("rules see a pure admin request; the model proposed a clinical level".into());
         conflict = true;
     }
+    if disposition == Disposition::EmergencyNow && floor != Some(Disposition::EmergencyNow) {
+        // Kept (the safe side), but a clinician or the frontier tier confirms it.
+        notes.push("emergency proposed without a matching red-flag rule".into());
+        conflict = true;
+    }
     if p.confidence < confidence_threshold {
         notes.push(format!(
             "model confidence {:.2} is below the threshold {:.2}",
@@ -136,4 +141,99 @@ pub fn span_probability(
         at = next;
     }
     sum.exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use careflow_knowledge::RuleSet;
+
+    fn rules(message: &str) -> RuleOutcome {
+        RuleSet::embedded()
+            .unwrap()
+            .evaluate(message, &careflow_core::RecordFacts::default())
+    }
+
+    #[test]
+    fn a_model_below_the_floor_is_raised_and_never_accepted() {
+        let r = rules("back pain and I can't control my bladder");
+        let v = validate(
+            Proposal {
+                disposition: Some(Disposition::SelfCare),
+                confidence: 0.99,
+                rules: &r,
+            },
+            0.6,
+            false,
+        );
+        assert_eq!(v.final_disposition, Disposition::EmergencyNow);
+        assert!(v.raised_to_floor);
+        assert_eq!(v.decision, Decision::HumanReview);
+        let v = validate(
+            Proposal {
+                disposition: Some(Disposition::SelfCare),
+                confidence: 0.99,
+                rules: &r,
+            },
+            0.6,
+            true,
+        );
+        assert_eq!(v.decision, Decision::Escalate);
+    }
+
+    #[test]
+    fn a_confident_consistent_answer_is_accepted_and_an_unsure_one_is_not() {
+        let r = rules("I've had sharp lower back pain for 3 days. Should I be worried?");
+        let ok = Proposal {
+            disposition: Some(Disposition::SelfCare),
+            confidence: 0.9,
+            rules: &r,
+        };
+        assert_eq!(validate(ok, 0.6, false).decision, Decision::Accept);
+        let unsure = Proposal {
+            disposition: Some(Disposition::SelfCare),
+            confidence: 0.3,
+            rules: &r,
+        };
+        assert_eq!(validate(unsure, 0.6, false).decision, Decision::HumanReview);
+        let garbled = Proposal {
+            disposition: None,
+            confidence: 0.0,
+            rules: &r,
+        };
+        let v = validate(garbled, 0.6, false);
+        assert_eq!(v.decision, Decision::HumanReview);
+        assert_eq!(v.final_disposition, Disposition::Within24To72h);
+    }
+
+    #[test]
+    fn admin_for_symptoms_and_unsupported_emergencies_are_flagged() {
+        let r = rules("I've had sharp lower back pain for 3 days");
+        let v = validate(
+            Proposal {
+                disposition: Some(Disposition::Admin),
+                confidence: 0.95,
+                rules: &r,
+            },
+            0.6,
+            false,
+        );
+        assert_eq!(v.final_disposition, Disposition::Routine);
+        assert_ne!(v.decision, Decision::Accept);
+        let v = validate(
+            Proposal {
+                disposition: Some(Disposition::EmergencyNow),
+                confidence: 0.95,
+                rules: &r,
+            },
+            0.6,
+            false,
+        );
+        assert_eq!(
+            v.final_disposition,
+            Disposition::EmergencyNow,
+            "over-triage is kept"
+        );
+        assert_ne!(v.decision, Decision::Accept, "but reviewed");
+    }
 }

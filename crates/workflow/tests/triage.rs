@@ -80,8 +80,9 @@ async fn the_seed_message_runs_every_step_and_the_counters_add_up() {
     assert_eq!(sum.computed, o.totals.computed);
     assert_eq!(sum.generated, o.totals.generated);
     assert_eq!(o.totals.submitted, o.totals.computed + o.totals.reused);
-    // No red flag in this message: nothing forces the emergency level.
-    assert_ne!(o.floor, Some(Disposition::EmergencyNow));
+    // No red flag in this message: it does not come out as an emergency.
+    assert_eq!(o.floor, None);
+    assert_ne!(o.disposition, Disposition::EmergencyNow);
     assert!(o.patient_reply.contains("careflow"));
     assert!(!o.patient_reply.is_empty());
     // The JSON a script reads has a top-level disposition.

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use careflow_records::Records;
 
-/// The Synthea sample beside the repository (`../shared` next to the clone).
+/// The Synthea sample bundled in the repository (`data/omop/`, with its licence note).
 pub const SYNTHEA_ZIP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/omop/Synthea27Nj_5.4.zip"
+    "/../../data/omop/Synthea27Nj_5.4.zip"
 );
 
 pub fn synthea_zip() -> PathBuf {
