@@ -3,7 +3,7 @@
 //! per-step adapters. Every ratio is against the stateless run at the same concurrency,
 //! measured in this same process.
 
-use crate::commands::{workflow, EngineArgs};
+use crate::commands::{workflow, EngineArgs, KnowledgeArgs};
 use crate::output;
 use anyhow::{Context, Result};
 use careflow_core::PatientMessage;
@@ -100,6 +100,7 @@ pub async fn run(c: BenchCommand) -> Result<()> {
 
 async fn workflow_bench(b: WorkflowBench) -> Result<()> {
     let load_start = load_average();
+    let knowledge = KnowledgeArgs::default();
     // Step adapters for the adapter modes: rank-8 LoRAs shaped for the model. Their values do
     // not matter for speed (the cost is the extra matmuls), so small random deltas stand in
     // for distilled adapters until `careflow distill` produces real ones.
@@ -163,6 +164,7 @@ async fn workflow_bench(b: WorkflowBench) -> Result<()> {
         let wf = Arc::new(workflow(
             engine.clone(),
             None,
+            &knowledge,
             WorkflowConfig {
                 mode,
                 adapters: if adapters {

@@ -113,13 +113,41 @@ fn read_message(raw: &OsString) -> Result<PatientMessage> {
     Ok(PatientMessage::from_bytes(&bytes)?)
 }
 
+/// Where the clinical knowledge comes from: the copies compiled into the binary, or
+/// directories an operator maintains. A malformed file stops the command before any work.
+#[derive(Args, Clone, Default)]
+pub struct KnowledgeArgs {
+    /// A directory of red-flag rule files (`*.toml`) to use instead of the built-in rules.
+    #[arg(long, env = "CAREFLOW_RULES_DIR")]
+    pub rules: Option<PathBuf>,
+    /// A directory of guideline files (`*.md`) to use instead of the built-in corpus.
+    #[arg(long, env = "CAREFLOW_GUIDELINES_DIR")]
+    pub guidelines: Option<PathBuf>,
+}
+
+impl KnowledgeArgs {
+    pub fn load(&self) -> Result<(RuleSet, Guidelines)> {
+        let rules = match &self.rules {
+            Some(dir) => RuleSet::from_dir(dir)
+                .with_context(|| format!("loading red-flag rules from {}", dir.display()))?,
+            None => RuleSet::embedded().context("loading the built-in red-flag rules")?,
+        };
+        let guidelines = match &self.guidelines {
+            Some(dir) => Guidelines::from_dir(dir)
+                .with_context(|| format!("loading guidelines from {}", dir.display()))?,
+            None => Guidelines::embedded().context("loading the built-in guideline corpus")?,
+        };
+        Ok((rules, guidelines))
+    }
+}
+
 pub fn workflow(
     engine: Arc<dyn Engine>,
     records: Option<Records>,
+    knowledge: &KnowledgeArgs,
     config: WorkflowConfig,
 ) -> Result<TriageWorkflow> {
-    let rules = RuleSet::embedded().context("loading the red-flag rules")?;
-    let guidelines = Guidelines::embedded().context("loading the guideline corpus")?;
+    let (rules, guidelines) = knowledge.load()?;
     Ok(TriageWorkflow::new(
         engine, records, rules, guidelines, config,
     ))
@@ -131,6 +159,12 @@ pub struct TriageArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub knowledge: KnowledgeArgs,
+    /// The date the record is read as of (YYYY-MM-DD; default today). The bundled sample's
+    /// records end in October 2022.
+    #[arg(long)]
+    pub today: Option<String>,
     /// The patient (OMOP person_id) the message comes from; their record is read, scoped to them.
     #[arg(long)]
     pub patient: Option<String>,
@@ -163,6 +197,7 @@ impl From<ModeArg> for Mode {
 
 pub async fn triage(a: TriageArgs) -> Result<()> {
     let message = read_message(&a.message)?;
+    let (rules, guidelines) = a.knowledge.load()?;
     let patient = a
         .patient
         .as_deref()
@@ -173,14 +208,17 @@ pub async fn triage(a: TriageArgs) -> Result<()> {
         None => None,
     };
     let engine = Arc::new(a.engine.start()?);
-    let wf = workflow(
+    let wf = TriageWorkflow::new(
         engine,
         records,
+        rules,
+        guidelines,
         WorkflowConfig {
             mode: a.mode.into(),
+            today: a.today.clone(),
             ..Default::default()
         },
-    )?;
+    );
     let outcome = wf.run(TriageRequest { message, patient }).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
@@ -196,6 +234,11 @@ pub struct DemoArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub knowledge: KnowledgeArgs,
+    /// The date the record is read as of: the bundled sample's records end in October 2022.
+    #[arg(long, default_value = "2022-10-15")]
+    pub today: String,
     /// The OMOP zip loaded into an empty database.
     #[arg(long)]
     pub omop: Option<PathBuf>,
@@ -207,6 +250,7 @@ pub struct DemoArgs {
 }
 
 pub async fn demo(a: DemoArgs) -> Result<()> {
+    let (rules, guidelines) = a.knowledge.load()?;
     // 1. The default model, from the cache or pulled.
     if a.engine.model == models::DEFAULT_MODEL {
         let known = models::find(models::DEFAULT_MODEL)
@@ -250,7 +294,16 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     // 3. The triage.
     eprintln!("triaging as patient {patient}: \"{}\"", a.message);
     let engine = Arc::new(a.engine.start()?);
-    let wf = workflow(engine, Some(records), WorkflowConfig::default())?;
+    let wf = TriageWorkflow::new(
+        engine,
+        Some(records),
+        rules,
+        guidelines,
+        WorkflowConfig {
+            today: Some(a.today.clone()),
+            ..Default::default()
+        },
+    );
     let outcome = wf
         .run(TriageRequest {
             message: PatientMessage::parse(&a.message)?,
@@ -358,6 +411,26 @@ pub enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run one SELECT for one patient through the same guard and patient scope as the
+    /// workflow's Retrieve step (for operators, audits and security tests): prints the rows,
+    /// or the reason the statement was refused.
+    Query {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The patient (OMOP person_id) the statement is scoped to.
+        #[arg(long)]
+        patient: String,
+        /// Most rows returned (a larger LIMIT is lowered to this).
+        #[arg(long, default_value_t = 200)]
+        max_rows: u64,
+        /// Statement timeout in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        json: bool,
+        /// The SQL statement.
+        sql: String,
+    },
     /// Generate deterministic synthetic patients.
     Synth {
         #[command(flatten)]
@@ -409,6 +482,42 @@ pub async fn db(c: DbCommand) -> Result<()> {
                     .collect();
                 output::table(&["table", "rows"], &rows);
                 println!("{} persons", report.persons);
+            }
+        }
+        DbCommand::Query {
+            db,
+            patient,
+            max_rows,
+            timeout_ms,
+            json,
+            sql,
+        } => {
+            let patient: PatientId = patient.parse()?;
+            let r = db.connect().await?;
+            let policy = careflow_records::GuardPolicy {
+                max_limit: max_rows,
+                statement_timeout_ms: timeout_ms,
+            };
+            let result = r.query_scoped(patient, &sql, &policy).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                let cols: Vec<&str> = result.columns.iter().map(String::as_str).collect();
+                let rows: Vec<Vec<String>> = result
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|v| match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                serde_json::Value::Null => "NULL".into(),
+                                other => other.to_string(),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                output::table(&cols, &rows);
+                eprintln!("{} rows (patient {patient})", rows.len());
             }
         }
         DbCommand::Synth { db, persons, seed } => {

@@ -46,7 +46,7 @@ enum Command {
     /// Known models: pull, list.
     #[command(subcommand)]
     Model(commands::ModelCommand),
-    /// The records database (OMOP CDM subset): init, load-omop, synth.
+    /// The records database (OMOP CDM subset): init, load-omop, synth, query.
     #[command(subcommand)]
     Db(commands::DbCommand),
     /// Benchmarks that print figures as ratios against a baseline measured in the same run.

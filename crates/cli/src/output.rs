@@ -73,6 +73,21 @@ pub fn print_outcome(o: &TriageOutcome) {
             println!("  {l}");
         }
     }
+    if let Some(sql) = &o.sql {
+        match (&sql.sql, &sql.fallback_reason) {
+            (Some(q), None) => println!(
+                "Model-written SQL ({} rows, scoped to the patient):\n  {q}",
+                sql.rows
+            ),
+            (Some(q), Some(why)) => println!(
+                "Model-written SQL refused ({why}):\n  {q}\n  the fixed record summary was used"
+            ),
+            (None, Some(why)) => {
+                println!("Model-written SQL: none ({why}); the fixed record summary was used")
+            }
+            (None, None) => {}
+        }
+    }
     println!("\nPer step ({} mode, model {}):", o.mode.name(), o.model);
     let mut rows: Vec<Vec<String>> = o
         .steps

@@ -127,3 +127,79 @@ fn demo_loads_the_records_once_and_triages_a_known_patient() {
     let out = careflow(&[os("db"), os("load-omop"), os("/nowhere.zip")], dir.path());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
 }
+
+#[test]
+fn db_query_runs_inside_the_patient_scope_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/omop/Synthea27Nj_5.4.zip"
+    );
+    let out = careflow(&[os("db"), os("load-omop"), os(zip)], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every person row the scoped query can see is the patient's own.
+    let out = careflow(
+        &[
+            os("db"),
+            os("query"),
+            os("--patient"),
+            os("3"),
+            os("--json"),
+            os("SELECT person_id FROM person"),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], 3);
+    // A statement the guard refuses exits non-zero with the reason.
+    let out = careflow(
+        &[
+            os("db"),
+            os("query"),
+            os("--patient"),
+            os("3"),
+            os("SELECT 1; DROP TABLE person"),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+}
+
+#[test]
+fn a_malformed_rule_file_stops_triage_before_any_work_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("broken.toml"),
+        "[[rule]]\nid = \"x.bad\"\ntitle = \"t\"\nlevel = \"urgent\"\nsource = \"https://example.org\"\nany = [\"fever\"]\n",
+    )
+    .unwrap();
+    let out = careflow(
+        &[
+            os("triage"),
+            os("--rules"),
+            rules.as_os_str(),
+            os("I have a fever"),
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.toml") && err.contains("level"),
+        "{err}"
+    );
+}

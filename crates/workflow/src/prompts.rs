@@ -42,6 +42,24 @@ pub fn plan_schema() -> Value {
     })
 }
 
+pub fn sql_instruction(dialect: &str, complaint_hint: &str) -> String {
+    format!(
+        "RETRIEVE. Write one {dialect} SELECT over the patient record tables that reads what \
+         this case needs ({complaint_hint}): for example recent conditions with their names, \
+         current medications, or the latest measurements. Join concept for names. The database \
+         already limits every table to this patient."
+    )
+}
+
+pub fn sql_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"sql": {"type": "string", "pattern": "^(SELECT|WITH) [^;]{10,400}$"}},
+        "required": ["sql"],
+        "additionalProperties": false
+    })
+}
+
 pub fn analyze_instruction() -> &'static str {
     "ANALYZE. Using the message, the record and the guideline passages above, choose the \
      disposition, give up to three short reasons, and cite the passage ids you used."

@@ -50,6 +50,12 @@ pub struct WorkflowConfig {
     pub plan_max_tokens: usize,
     pub analyze_max_tokens: usize,
     pub respond_max_tokens: usize,
+    /// Let the model write SQL for the record (through the guard and the patient scope);
+    /// the fixed record summary is always read as well, and stands in when the SQL fails.
+    pub sql_step: bool,
+    pub sql_max_tokens: usize,
+    /// Rows of model-written SQL shown to the model.
+    pub sql_max_rows: u64,
     /// The date ages are computed at (YYYY-MM-DD); `None`: today.
     pub today: Option<String>,
     /// Whether a frontier tier can take escalations (otherwise they go to human review).
@@ -66,6 +72,9 @@ impl Default for WorkflowConfig {
             plan_max_tokens: 60,
             analyze_max_tokens: 140,
             respond_max_tokens: 140,
+            sql_step: true,
+            sql_max_tokens: 120,
+            sql_max_rows: 20,
             today: None,
             frontier_available: false,
         }
@@ -95,6 +104,24 @@ pub struct CitedPassage {
     pub source: String,
 }
 
+/// What the model-written SQL of the Retrieve step did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SqlReport {
+    /// The SQL the model wrote (`None` if its output did not parse).
+    pub sql: Option<String>,
+    /// The guarded, patient-scoped SQL that ran.
+    pub sql_run: Option<String>,
+    pub rows: usize,
+    /// Why the fixed record summary was used instead (guard rejection, database error).
+    pub fallback_reason: Option<String>,
+}
+
+impl SqlReport {
+    pub fn fell_back(&self) -> bool {
+        self.fallback_reason.is_some()
+    }
+}
+
 /// The result of a triage: the decision, its reasons, and what it cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct TriageOutcome {
@@ -110,6 +137,7 @@ pub struct TriageOutcome {
     pub patient_reply: String,
     pub patient_id: Option<i64>,
     pub record_summary: Option<String>,
+    pub sql: Option<SqlReport>,
     pub steps: Vec<StepReport>,
     pub totals: TokenUsage,
     pub prefix_tokens: u64,
@@ -224,19 +252,26 @@ impl TriageWorkflow {
             .into_iter()
             .map(|(p, _)| p)
             .collect();
-        let retrieved = retrieved_message(facts.as_ref(), &rules, &passages);
         let adapter = self.config.adapters.for_step(Step::Retrieve);
-        let (_, cost) = conv
+        let (sql, sql_text, cost) = self
+            .model_sql(conv, req.patient, facts.is_some(), &rules, adapter.clone())
+            .await?;
+        let retrieved =
+            retrieved_message(facts.as_ref(), sql.as_ref(), &sql_text, &rules, &passages);
+        let (_, append) = conv
             .step(vec![ChatMessage::user(retrieved)], adapter.clone(), None)
             .await?;
+        let mut cost = cost;
+        cost += append.usage;
         let passage_ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
         steps.push(report(
             Step::Retrieve,
             adapter,
-            cost.usage,
+            cost,
             t,
             serde_json::json!({
                 "record": facts.is_some(),
+                "sql": sql,
                 "rules_fired": rules.fired.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
                 "floor": rules.floor,
                 "passages": passage_ids,
@@ -380,6 +415,7 @@ impl TriageWorkflow {
             patient_reply,
             patient_id: req.patient.map(|p| p.0),
             record_summary: facts.as_ref().map(RecordFacts::summary),
+            sql,
             steps,
             totals,
             prefix_tokens: conv.prefix_tokens(),
@@ -388,6 +424,81 @@ impl TriageWorkflow {
             model: self.engine.info().name.clone(),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
+    }
+
+    /// The model writes a SELECT for the patient's record; the guard checks it and the
+    /// database scopes it to the patient. Any failure falls back to the fixed summary (already
+    /// read) and is reported, so the next step knows.
+    async fn model_sql(
+        &self,
+        conv: &mut Conversation,
+        patient: Option<PatientId>,
+        have_record: bool,
+        rules: &RuleOutcome,
+        adapter: Option<String>,
+    ) -> Result<(Option<SqlReport>, String, TokenUsage), WorkflowError> {
+        let (Some(patient), Some(records), true, true) =
+            (patient, &self.records, have_record, self.config.sql_step)
+        else {
+            return Ok((None, String::new(), TokenUsage::default()));
+        };
+        let dialect = match records.backend() {
+            careflow_records::Backend::Sqlite => "SQLite",
+            careflow_records::Backend::Postgres => "PostgreSQL",
+        };
+        let hint = if rules.findings.is_empty() {
+            "the patient's main problems".to_string()
+        } else {
+            rules.findings.join(", ")
+        };
+        let (generation, cost) = conv
+            .step(
+                vec![ChatMessage::user(prompts::sql_instruction(dialect, &hint))],
+                adapter,
+                Some(GenerateParams::json(
+                    self.config.sql_max_tokens,
+                    prompts::sql_schema(),
+                )),
+            )
+            .await?;
+        let written = parse_json(generation.as_ref())["sql"]
+            .as_str()
+            .map(str::to_string);
+        let Some(sql) = written else {
+            let report = SqlReport {
+                sql: None,
+                sql_run: None,
+                rows: 0,
+                fallback_reason: Some("the model's SQL output did not parse".into()),
+            };
+            return Ok((Some(report), String::new(), cost.usage));
+        };
+        let policy = careflow_records::GuardPolicy {
+            max_limit: self.config.sql_max_rows,
+            ..Default::default()
+        };
+        match records.query_scoped(patient, &sql, &policy).await {
+            Ok(result) => {
+                let text = rows_text(&result);
+                let report = SqlReport {
+                    sql: Some(sql),
+                    sql_run: Some(result.sql_run.clone()),
+                    rows: result.rows.len(),
+                    fallback_reason: None,
+                };
+                Ok((Some(report), text, cost.usage))
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "model SQL refused; using the fixed record summary");
+                let report = SqlReport {
+                    sql: Some(sql),
+                    sql_run: None,
+                    rows: 0,
+                    fallback_reason: Some(e.to_string()),
+                };
+                Ok((Some(report), String::new(), cost.usage))
+            }
+        }
     }
 
     async fn record_facts(
@@ -446,6 +557,8 @@ fn label_probability(g: &Generation, d: Disposition) -> f32 {
 
 fn retrieved_message(
     facts: Option<&RecordFacts>,
+    sql: Option<&SqlReport>,
+    sql_rows: &str,
     rules: &RuleOutcome,
     passages: &[Passage],
 ) -> String {
@@ -453,6 +566,17 @@ fn retrieved_message(
     match facts {
         Some(f) => s.push_str(&f.summary()),
         None => s.push_str("none (the message is not linked to a patient record)"),
+    }
+    match sql {
+        Some(r) if r.fell_back() => s.push_str(&format!(
+            "\nYour query was not used ({}); the standard record summary above stands in.",
+            r.fallback_reason.as_deref().unwrap_or("refused")
+        )),
+        Some(r) => s.push_str(&format!(
+            "\nYour query returned {} rows:\n{sql_rows}",
+            r.rows
+        )),
+        None => {}
     }
     s.push_str("\nRed-flag rules that fired: ");
     if rules.fired.is_empty() {
@@ -473,6 +597,24 @@ fn retrieved_message(
         s.push_str(&format!("\n[{}] {}: {}", p.id, p.title, p.text));
     }
     s
+}
+
+/// Query rows as compact text for the model: a header line, then one line per row.
+fn rows_text(result: &careflow_records::QueryResult) -> String {
+    let mut out = result.columns.join(" | ");
+    for row in &result.rows {
+        out.push('\n');
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.chars().take(60).collect(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join(" | "));
+    }
+    out
 }
 
 fn validation_message(v: &Validation) -> String {

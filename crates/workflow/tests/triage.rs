@@ -161,6 +161,12 @@ async fn the_record_of_the_named_patient_is_read_and_an_unknown_patient_is_refus
     let summary = o.record_summary.expect("the record was read");
     assert!(summary.contains("Age"), "{summary}");
     assert_eq!(o.patient_id, Some(patient.0));
+    // The model wrote SQL; it either ran inside the patient's scope or fell back with a reason.
+    let sql = o.sql.expect("the SQL step ran");
+    match &sql.fallback_reason {
+        None => assert!(sql.sql_run.as_deref().unwrap().contains("person_id")),
+        Some(reason) => assert!(!reason.is_empty() && sql.sql_run.is_none()),
+    }
 
     let err = wf
         .run(request("I have a mild headache.", Some(987_654_321)))
