@@ -5,6 +5,7 @@
 
 mod bench;
 mod commands;
+mod eval_cmd;
 mod output;
 mod provision;
 
@@ -49,6 +50,9 @@ enum Command {
     /// The records database (OMOP CDM subset): init, load-omop, synth, query.
     #[command(subcommand)]
     Db(commands::DbCommand),
+    /// Evaluations: `eval sql` (execution accuracy of model-written SQL).
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Benchmarks that print figures as ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -81,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Command::Model(c) => commands::model(c).await,
             Command::Db(c) => commands::db(c).await,
             Command::Bench(c) => bench::run(c).await,
+            Command::Eval(c) => eval_cmd::run(c).await,
         }
     });
     match result {
