@@ -41,10 +41,18 @@ pub fn load_suite(path: &Path) -> Result<Vec<SqlItem>, EvalError> {
         if line.trim().is_empty() {
             continue;
         }
-        let item: SqlItem = serde_json::from_str(line).map_err(|e| EvalError::Line {
-            file: file.clone(),
-            line: i + 1,
-            reason: e.to_string(),
+        let mut de = serde_json::Deserializer::from_str(line);
+        let item: SqlItem = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            EvalError::Line {
+                file: file.clone(),
+                line: i + 1,
+                reason: if field == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("field `{field}`: {}", e.inner())
+                },
+            }
         })?;
         if item.expected_rows.is_none() && item.expected_count.is_none() {
             return Err(EvalError::Line {
