@@ -350,6 +350,9 @@ pub struct RuleSet {
 /// One file's tables before cross-file references are resolved.
 struct RawFile {
     name: String,
+    /// 1-based line of each `[[rule]]` / `[[finding]]` header, for error messages.
+    rule_lines: Vec<usize>,
+    finding_lines: Vec<usize>,
     findings: Vec<toml::Table>,
     facts: Vec<toml::Table>,
     rules: Vec<toml::Table>,
@@ -799,8 +802,17 @@ fn parse_file(name: &str, text: &str) -> Result<RawFile, KnowledgeError> {
             file: name.to_string(),
             reason: e.to_string().trim().to_string(),
         })?;
+    let header_lines = |header: &str| -> Vec<usize> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == header)
+            .map(|(i, _)| i + 1)
+            .collect()
+    };
     let mut raw = RawFile {
         name: name.to_string(),
+        rule_lines: header_lines("[[rule]]"),
+        finding_lines: header_lines("[[finding]]"),
         findings: Vec::new(),
         facts: Vec::new(),
         rules: Vec::new(),
@@ -1018,7 +1030,10 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
         for (i, table) in file.findings.iter().enumerate() {
             let id = table_id(table, i);
             let err = |reason: String| KnowledgeError::Finding {
-                file: file.name.clone(),
+                file: match file.finding_lines.get(i) {
+                    Some(line) => format!("{} line {line}", file.name),
+                    None => file.name.clone(),
+                },
                 id: id.clone(),
                 reason,
             };
@@ -1141,7 +1156,10 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
         for (i, table) in file.rules.iter().enumerate() {
             let id = table_id(table, i);
             let err = |reason: String| KnowledgeError::Rule {
-                file: file.name.clone(),
+                file: match file.rule_lines.get(i) {
+                    Some(line) => format!("{} line {line}", file.name),
+                    None => file.name.clone(),
+                },
                 id: id.clone(),
                 reason,
             };

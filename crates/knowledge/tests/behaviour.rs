@@ -514,7 +514,10 @@ phrases = ["x pain"]
     let err = RuleSet::from_toml_str("custom.toml", &bad_level).unwrap_err();
     match &err {
         KnowledgeError::Rule { file, id, reason } => {
-            assert_eq!(file, "custom.toml");
+            assert_eq!(
+                file, "custom.toml line 7",
+                "the file and the line of the rule"
+            );
             assert_eq!(id, "x.bad");
             assert!(reason.contains("level"), "{reason}");
         }
