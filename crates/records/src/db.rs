@@ -5,9 +5,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use careflow_core::PatientId;
 
@@ -158,7 +159,7 @@ impl Records {
     }
 
     /// The largest key of a table, or 0 when it is empty.
-    pub(crate) async fn max_id(tx: &mut Tx, spec: &TableSpec) -> Result<i64, RecordsError> {
+    pub(crate) async fn max_id(tx: &mut Tx<'_>, spec: &TableSpec) -> Result<i64, RecordsError> {
         let sql = format!("SELECT MAX({}) FROM {}", spec.key(), spec.name);
         let v: Option<i64> = on_backend!(tx, Tx, t => {
             sqlx::query_scalar(&sql).fetch_one(&mut **t).await?
@@ -166,24 +167,81 @@ impl Records {
         Ok(v.unwrap_or(0))
     }
 
-    pub(crate) async fn begin(&self) -> Result<Tx, RecordsError> {
+    /// A connection of its own for one write transaction ([`Conn::begin`]).
+    pub(crate) async fn acquire(&self) -> Result<Conn, RecordsError> {
         Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
-            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Pool::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+            Pool::Postgres(p) => Conn::Postgres(p.acquire().await?),
         })
     }
 }
 
-/// An open write transaction; dropping it without [`Tx::commit`] rolls everything back.
-pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
+/// A pooled connection held for one write transaction. After a failed write, call
+/// [`Conn::discard`]: the connection is then closed (which also ends any transaction the
+/// database still holds open) instead of going back to the pool in an unknown state
+/// (e.g. SQLite may already have rolled back on an I/O error, which sqlx does not see).
+pub(crate) enum Conn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
 }
 
-impl Tx {
-    pub async fn commit(self) -> Result<(), RecordsError> {
-        on_backend!(self, Tx, t => t.commit().await?);
-        Ok(())
+impl Conn {
+    pub(crate) async fn begin(&mut self) -> Result<Tx<'_>, RecordsError> {
+        Ok(match self {
+            Conn::Sqlite(c) => Tx::Sqlite(Connection::begin(&mut **c).await?),
+            Conn::Postgres(c) => Tx::Postgres(Connection::begin(&mut **c).await?),
+        })
+    }
+
+    /// Closes the connection when it is dropped instead of returning it to the pool.
+    pub(crate) fn discard(&mut self) {
+        on_backend!(self, Conn, c => c.close_on_drop());
+    }
+}
+
+/// An open write transaction; dropping it without [`Tx::commit`] rolls everything back.
+pub(crate) enum Tx<'c> {
+    Sqlite(Transaction<'c, Sqlite>),
+    Postgres(Transaction<'c, Postgres>),
+}
+
+/// A failed COMMIT: the driver's error, and whether the transaction may nevertheless have
+/// been committed.
+pub(crate) struct CommitError {
+    pub uncertain: bool,
+    pub source: sqlx::Error,
+}
+
+impl CommitError {
+    /// The crate error for a failed commit of `what`.
+    pub fn into_records_error(self, what: String) -> RecordsError {
+        let source = Box::new(RecordsError::Database(self.source));
+        if self.uncertain {
+            RecordsError::CommitUncertain { what, source }
+        } else {
+            RecordsError::RolledBack { what, source }
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Commits. On failure, whether the transaction may still have been committed: never on
+    /// SQLite (it rolls back, or the transaction stays open until the connection is
+    /// discarded); on PostgreSQL only when the server's answer was lost (a connection
+    /// error), not when it answered with an error.
+    pub async fn commit(self) -> Result<(), CommitError> {
+        let postgres = matches!(self, Tx::Postgres(_));
+        let result: Result<(), sqlx::Error> = on_backend!(self, Tx, t => t.commit().await);
+        result.map_err(|e| CommitError {
+            uncertain: postgres && !matches!(e, sqlx::Error::Database(_)),
+            source: e,
+        })
+    }
+
+    /// Rolls back; errors are ignored (a dead connection has nothing to roll back: the
+    /// database ends the transaction of a connection that is gone).
+    pub async fn rollback(self) {
+        let _ = on_backend!(self, Tx, t => t.rollback().await);
     }
 
     /// Inserts rows (each in the column order of `spec`) in multi-row statements.

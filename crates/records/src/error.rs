@@ -53,6 +53,30 @@ pub enum RecordsError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// A load or synth failed while writing. It writes in one transaction, and that
+    /// transaction was rolled back: the database is as it was before it started.
+    #[error("{what} failed and was rolled back; the database is as it was before: {source}")]
+    RolledBack {
+        /// What was being written, e.g. "loading `measurement` from Synthea27Nj_5.4.zip".
+        what: String,
+        #[source]
+        source: Box<RecordsError>,
+    },
+
+    /// The final COMMIT of a load or synth got no answer (the connection was lost while
+    /// committing). It was one transaction, so the database holds either all of it or none
+    /// of it; which one, only the database can tell (count the rows).
+    #[error("{what}: the connection was lost while committing, so either all of it or none of it was written (check the row counts): {source}")]
+    CommitUncertain {
+        what: String,
+        #[source]
+        source: Box<RecordsError>,
+    },
+
+    /// A patient id that is not in the `person` table.
+    #[error("patient {0} is not in the records database")]
+    UnknownPatient(i64),
+
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 

@@ -6,7 +6,8 @@
 //! - `db`: [`Records`] (connect, init via the SQL migrations in `migrations/sqlite` and
 //!   `migrations/postgres`, `patients`, `counts`) and the batched transactional writes;
 //! - `table`: the eight tables, their columns and the shared INSERT … ON CONFLICT text;
-//! - `csvread` + `load`: [`Records::load_omop_zip`] (sha256, validate, then load);
+//! - `csvread` + `load`: [`Records::load_omop_zip`] (sha256, validate, then load every
+//!   table in one transaction: all or nothing);
 //! - `synth`: [`Records::synth`] (deterministic synthetic persons: `rng`, `catalog`,
 //!   `person`, `treatments`, `encounters`, `rows`);
 //! - `facts` + `flags`: [`Records::patient_facts`] and the keyword lists behind its flags;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use attacks::*;
 use careflow_core::PatientId;
-use careflow_records::{GuardPolicy, Records, SYNTHEA_ZIP_SHA256};
+use careflow_records::{GuardPolicy, Records, RecordsError, SYNTHEA_ZIP_SHA256};
 use common::*;
 use sqlx::{Executor, PgPool};
 
@@ -123,6 +123,27 @@ async fn exercise(url: String) {
         before,
         "nothing was written"
     );
+
+    // An unknown patient is a clear, typed error (not zero rows).
+    for id in [999_999, 0, -1] {
+        let err = pg
+            .query_scoped(PatientId(id), "SELECT count(*) FROM measurement", &POLICY)
+            .await
+            .expect_err("unknown patient");
+        assert!(
+            matches!(err, RecordsError::UnknownPatient(p) if p == id),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("patient {id} is not in the records database")
+        );
+    }
+    let r = pg
+        .query_scoped(PatientId(15), "SELECT count(*) FROM drug_exposure", &POLICY)
+        .await
+        .expect("a known patient with no drugs");
+    assert_eq!(r.rows[0][0].as_i64(), Some(0));
 
     // Row-level security alone: raw SQL, no guard, as careflow_reader.
     let own11 = own(&raw, 11).await;

@@ -145,15 +145,44 @@ async fn legitimate_questions_answer_for_the_patient() {
         "{}",
         r.sql_run
     );
-    // An unknown patient sees nothing.
-    let r = records
+    // An unknown patient is a clear, typed error (not zero rows); SQL the guard refuses is
+    // refused first, whoever the patient; a patient with no rows in a table still gets
+    // zero rows from it.
+    for id in [999_999, 0, -1, i64::MAX] {
+        let err = records
+            .query_scoped(
+                PatientId(id),
+                "SELECT count(*) FROM measurement",
+                &GuardPolicy::default(),
+            )
+            .await
+            .expect_err("unknown patient");
+        assert!(
+            matches!(err, RecordsError::UnknownPatient(p) if p == id),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("patient {id} is not in the records database")
+        );
+    }
+    let err = records
         .query_scoped(
             PatientId(999_999),
-            "SELECT count(*) FROM measurement",
+            "DELETE FROM person",
             &GuardPolicy::default(),
         )
         .await
-        .expect("unknown patient");
+        .expect_err("refused");
+    assert!(matches!(err, RecordsError::Rejected { .. }), "{err:?}");
+    let r = records
+        .query_scoped(
+            PatientId(15),
+            "SELECT count(*) FROM drug_exposure",
+            &GuardPolicy::default(),
+        )
+        .await
+        .expect("a known patient with no drugs");
     assert_eq!(r.rows, vec![vec![serde_json::json!(0)]]);
 }
 

@@ -44,7 +44,10 @@ impl Records {
     /// Runs model-written (or operator) SQL for ONE patient: [`guard_sql`] first (one
     /// SELECT, allow-listed tables, columns and functions, LIMIT at most
     /// `policy.max_limit`), then on the database with the patient scope and
-    /// `policy.statement_timeout_ms` enforced there. An unknown patient sees no rows.
+    /// `policy.statement_timeout_ms` enforced there. A patient id that is not in `person`
+    /// is refused with [`RecordsError::UnknownPatient`] (checked with a parameterised query
+    /// inside the same scoped session, before the guarded SQL runs); SQL the guard rejects
+    /// is rejected first, whoever the patient.
     pub async fn query_scoped(
         &self,
         patient: PatientId,

@@ -3,7 +3,9 @@
 //! `careflow.patient_id` setting, and `SET LOCAL ROLE careflow_reader` (a NOLOGIN role that
 //! owns nothing, has SELECT on the OMOP tables and no BYPASSRLS, so the policies of
 //! migration 0002 apply to it); then the guarded SQL (whose scope CTEs are a second,
-//! redundant filter); then ROLLBACK, which also undoes every `SET LOCAL`.
+//! redundant filter); then ROLLBACK, which also undoes every `SET LOCAL`. Before the guarded
+//! SQL, a parameterised check that the patient is in `person` (else
+//! [`RecordsError::UnknownPatient`]).
 
 use serde_json::Value as Json;
 use sqlx::postgres::{PgRow, PgValueFormat};
@@ -11,6 +13,11 @@ use sqlx::{Column, Executor, PgPool, Row, Statement, TypeInfo, ValueRef};
 
 use super::Table;
 use crate::error::RecordsError;
+
+/// Whether the patient is in `person`: parameterised, run in the same read-only
+/// transaction right after the setup, as `careflow_reader` (row-level security shows it
+/// the patient's own person row, and nothing else, so it answers exactly that question).
+const KNOWN_PATIENT: &str = "SELECT EXISTS (SELECT 1 FROM person WHERE person_id = $1)";
 
 /// SQLSTATE of a statement cancelled by `statement_timeout`.
 const QUERY_CANCELED: &str = "57014";
@@ -31,6 +38,13 @@ pub(super) async fn run(
     );
     let outcome = async {
         (&mut *tx).execute(sqlx::raw_sql(&setup)).await?;
+        let known: bool = sqlx::query_scalar(KNOWN_PATIENT)
+            .bind(patient)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !known {
+            return Ok(None);
+        }
         let columns: Vec<String> = (&mut *tx)
             .prepare(sql)
             .await?
@@ -39,16 +53,18 @@ pub(super) async fn run(
             .map(|c| c.name().to_string())
             .collect();
         let rows = sqlx::query(sql).bind(patient).fetch_all(&mut *tx).await?;
-        Ok::<_, sqlx::Error>((columns, rows))
+        Ok::<_, sqlx::Error>(Some((columns, rows)))
     }
     .await;
     tx.rollback().await?;
-    let (columns, rows) = outcome.map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some(QUERY_CANCELED) => {
-            RecordsError::Timeout { ms }
-        }
-        _ => RecordsError::Database(e),
-    })?;
+    let (columns, rows) = outcome
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(QUERY_CANCELED) => {
+                RecordsError::Timeout { ms }
+            }
+            _ => RecordsError::Database(e),
+        })?
+        .ok_or(RecordsError::UnknownPatient(patient))?;
     let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
     Ok((columns, rows))
 }

@@ -2,7 +2,8 @@
 //! `?1`. It runs on a pooled connection switched to `PRAGMA query_only` (nothing can be
 //! written), under a progress handler that aborts the statement at the deadline: SQLite
 //! calls it every few thousand virtual-machine instructions, so a cartesian join or any
-//! long scan stops within milliseconds of the timeout (`SQLITE_INTERRUPT`).
+//! long scan stops within milliseconds of the timeout (`SQLITE_INTERRUPT`). A patient not
+//! in `person` is refused ([`RecordsError::UnknownPatient`]) before the guarded SQL runs.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ use crate::error::RecordsError;
 
 /// Virtual-machine instructions between two deadline checks (about 0.1 ms of work).
 const PROGRESS_OPS: i32 = 1_000;
+
+/// Whether the patient is in `person` (parameterised; checked on the same `query_only`
+/// connection, under the same deadline, before the guarded SQL runs).
+const KNOWN_PATIENT: &str = "SELECT EXISTS (SELECT 1 FROM main.person WHERE person_id = ?1)";
 
 /// SQLite's primary result code for an interrupted statement.
 const SQLITE_INTERRUPT: &str = "9";
@@ -32,6 +37,13 @@ pub(super) async fn run(
         conn.lock_handle()
             .await?
             .set_progress_handler(PROGRESS_OPS, move || Instant::now() < deadline);
+        let known: bool = sqlx::query_scalar(KNOWN_PATIENT)
+            .bind(patient)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !known {
+            return Ok(None);
+        }
         let columns: Vec<String> = (&mut *conn)
             .prepare(sql)
             .await?
@@ -40,7 +52,7 @@ pub(super) async fn run(
             .map(|c| c.name().to_string())
             .collect();
         let rows = sqlx::query(sql).bind(patient).fetch_all(&mut *conn).await?;
-        Ok::<_, sqlx::Error>((columns, rows))
+        Ok::<_, sqlx::Error>(Some((columns, rows)))
     }
     .await;
     let reset = async {
@@ -53,7 +65,9 @@ pub(super) async fn run(
         // Never hand a connection still read-only or still timed back to the pool.
         conn.close_on_drop();
     }
-    let (columns, rows) = outcome.map_err(|e| classify(e, ms))?;
+    let (columns, rows) = outcome
+        .map_err(|e| classify(e, ms))?
+        .ok_or(RecordsError::UnknownPatient(patient))?;
     let rows = rows.iter().map(decode).collect::<Result<_, _>>()?;
     Ok((columns, rows))
 }

@@ -18,7 +18,7 @@ mod treatments;
 use chrono::NaiveDate;
 
 use crate::dates::parse_today;
-use crate::db::Records;
+use crate::db::{Records, Tx};
 use crate::error::RecordsError;
 use crate::table::{self, OnConflict, TableSpec};
 use person::{Batch, Ids};
@@ -40,8 +40,14 @@ const CHUNK: u64 = 500;
 impl Records {
     /// `persons` synthetic persons dated up to [`SYNTH_AS_OF`]; same seed → same data.
     /// Person ids start above any existing id (and above [`SYNTH_PERSON_ID_BASE`]).
-    /// Everything is written in one transaction; `progress(done, total)` counts persons.
-    /// Returns the number of persons created.
+    /// `progress(done, total)` counts persons. Returns the number of persons created.
+    ///
+    /// Atomic: persons are generated and written in chunks of 500 (each chunk's rows in
+    /// multi-row statements), but every chunk goes into ONE transaction for the whole run,
+    /// committed at the end. So no chunk, and no person, is ever half-written: on any
+    /// failure the run returns [`RecordsError::RolledBack`] and the database is as it was
+    /// (the cost: a run's rows sit in the SQLite write-ahead log, or PostgreSQL's
+    /// uncommitted tuples, until that commit).
     pub async fn synth(
         &self,
         persons: u64,
@@ -60,64 +66,100 @@ impl Records {
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<u64, RecordsError> {
         let as_of: NaiveDate = parse_today(as_of)?;
-        let mut tx = self.begin().await?;
-        tx.insert(&table::CONCEPT, &catalog::concept_rows(), OnConflict::Keep)
-            .await?;
-        let start = |max: i64, base: i64| max.max(base) + 1;
-        let mut ids = Ids {
-            person: start(
-                Records::max_id(&mut tx, &table::PERSON).await?,
-                SYNTH_PERSON_ID_BASE,
-            ),
-            visit: start(
-                Records::max_id(&mut tx, &table::VISIT).await?,
-                SYNTH_EVENT_ID_BASE,
-            ),
-            condition: start(
-                Records::max_id(&mut tx, &table::CONDITION).await?,
-                SYNTH_EVENT_ID_BASE,
-            ),
-            drug: start(
-                Records::max_id(&mut tx, &table::DRUG).await?,
-                SYNTH_EVENT_ID_BASE,
-            ),
-            procedure: start(
-                Records::max_id(&mut tx, &table::PROCEDURE).await?,
-                SYNTH_EVENT_ID_BASE,
-            ),
-            measurement: start(
-                Records::max_id(&mut tx, &table::MEASUREMENT).await?,
-                SYNTH_EVENT_ID_BASE,
-            ),
-            observation: start(
-                Records::max_id(&mut tx, &table::OBSERVATION).await?,
-                SYNTH_EVENT_ID_BASE,
-            ),
+        let mut conn = self.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let written = write(&mut tx, persons, seed, as_of, progress).await;
+        let outcome = match written {
+            Err((what, e)) => {
+                tx.rollback().await;
+                Err(RecordsError::RolledBack {
+                    what,
+                    source: Box::new(e),
+                })
+            }
+            Ok(()) => tx.commit().await.map_err(|e| {
+                e.into_records_error(format!("committing {persons} synthetic persons"))
+            }),
         };
-        progress(0, persons);
-        let mut done = 0u64;
-        while done < persons {
-            let end = (done + CHUNK).min(persons);
-            let mut batch = Batch::default();
-            for k in done..end {
-                person::generate(Rng::for_item(seed, k), as_of, &mut ids, &mut batch);
-            }
-            let tables: [(&TableSpec, &Vec<_>); 7] = [
-                (&table::PERSON, &batch.person),
-                (&table::VISIT, &batch.visit),
-                (&table::CONDITION, &batch.condition),
-                (&table::DRUG, &batch.drug),
-                (&table::PROCEDURE, &batch.procedure),
-                (&table::MEASUREMENT, &batch.measurement),
-                (&table::OBSERVATION, &batch.observation),
-            ];
-            for (spec, rows) in tables {
-                tx.insert(spec, rows, OnConflict::Fail).await?;
-            }
-            done = end;
-            progress(done, persons);
+        if outcome.is_err() {
+            conn.discard();
         }
-        tx.commit().await?;
+        outcome?;
         Ok(persons)
     }
+}
+
+/// Writes the run into `tx`; on failure, what it was doing and the error.
+async fn write(
+    tx: &mut Tx<'_>,
+    persons: u64,
+    seed: u64,
+    as_of: NaiveDate,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+) -> Result<(), (String, RecordsError)> {
+    let setup = |e| (format!("preparing {persons} synthetic persons"), e);
+    tx.insert(&table::CONCEPT, &catalog::concept_rows(), OnConflict::Keep)
+        .await
+        .map_err(setup)?;
+    let mut ids = Ids {
+        person: first_id(tx, &table::PERSON, SYNTH_PERSON_ID_BASE)
+            .await
+            .map_err(setup)?,
+        visit: first_id(tx, &table::VISIT, SYNTH_EVENT_ID_BASE)
+            .await
+            .map_err(setup)?,
+        condition: first_id(tx, &table::CONDITION, SYNTH_EVENT_ID_BASE)
+            .await
+            .map_err(setup)?,
+        drug: first_id(tx, &table::DRUG, SYNTH_EVENT_ID_BASE)
+            .await
+            .map_err(setup)?,
+        procedure: first_id(tx, &table::PROCEDURE, SYNTH_EVENT_ID_BASE)
+            .await
+            .map_err(setup)?,
+        measurement: first_id(tx, &table::MEASUREMENT, SYNTH_EVENT_ID_BASE)
+            .await
+            .map_err(setup)?,
+        observation: first_id(tx, &table::OBSERVATION, SYNTH_EVENT_ID_BASE)
+            .await
+            .map_err(setup)?,
+    };
+    progress(0, persons);
+    let mut done = 0u64;
+    while done < persons {
+        let end = (done + CHUNK).min(persons);
+        let mut batch = Batch::default();
+        for k in done..end {
+            person::generate(Rng::for_item(seed, k), as_of, &mut ids, &mut batch);
+        }
+        let tables: [(&TableSpec, &Vec<_>); 7] = [
+            (&table::PERSON, &batch.person),
+            (&table::VISIT, &batch.visit),
+            (&table::CONDITION, &batch.condition),
+            (&table::DRUG, &batch.drug),
+            (&table::PROCEDURE, &batch.procedure),
+            (&table::MEASUREMENT, &batch.measurement),
+            (&table::OBSERVATION, &batch.observation),
+        ];
+        for (spec, rows) in tables {
+            tx.insert(spec, rows, OnConflict::Fail).await.map_err(|e| {
+                (
+                    format!(
+                        "writing synthetic persons {}-{end} of {persons} (`{}`)",
+                        done + 1,
+                        spec.name
+                    ),
+                    e,
+                )
+            })?;
+        }
+        done = end;
+        progress(done, persons);
+    }
+    Ok(())
+}
+
+/// The first id to use in a table: above its largest key and above `base`.
+async fn first_id(tx: &mut Tx<'_>, spec: &TableSpec, base: i64) -> Result<i64, RecordsError> {
+    Ok(Records::max_id(tx, spec).await?.max(base) + 1)
 }

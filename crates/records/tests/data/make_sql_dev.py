@@ -9,7 +9,7 @@ whole concept table); the reference SQL, which has no patient filter, runs there
 
 Usage (from crates/records):
   CAREFLOW_SQL_DEV_DB_OUT=/tmp/dev.db cargo test --release -p careflow-records --test sql_dev
-  python3 tests/data/make_sql_dev.py /tmp/dev.db > tests/data/sql_dev.jsonl
+  python3 tests/data/make_sql_dev.py /tmp/dev.db > ../../data/eval/sql_dev.jsonl
 
 The reference SQL is portable between SQLite and PostgreSQL (no date functions, no
 round() of floats); string ties under a LIMIT are broken by ids, not names.

@@ -1,4 +1,4 @@
-//! The SQL dev set (`tests/data/sql_dev.jsonl`): questions about one patient of the bundled
+//! The SQL dev set (`data/eval/sql_dev.jsonl`, also run against models by `careflow eval sql`): questions about one patient of the bundled
 //! Synthea sample, each with a reference SQL (written without any patient filter: the scope
 //! supplies it) and the expected rows, computed by `tests/data/make_sql_dev.py` on a copy
 //! of the database that holds only that patient (an oracle independent of the guard).
@@ -9,7 +9,7 @@ use careflow_records::{GuardPolicy, Records};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub const DEV_SET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sql_dev.jsonl");
+pub const DEV_SET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/eval/sql_dev.jsonl");
 
 #[derive(Debug, Deserialize)]
 pub struct Item {
