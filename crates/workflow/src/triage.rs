@@ -358,7 +358,8 @@ impl TriageWorkflow {
             t,
             reply_json.clone(),
         ));
-        let model_reply = reply_json["reply"].as_str().unwrap_or_default().trim();
+        let model_reply = tidy_reply(reply_json["reply"].as_str().unwrap_or_default());
+        let model_reply = model_reply.as_str();
         let patient_reply = format!(
             "{}{}{}\n\n{}",
             model_reply,
@@ -599,6 +600,23 @@ fn retrieved_message(
     s
 }
 
+/// A small model repeats itself and stops mid-sentence: keep each sentence once, in order,
+/// and drop a trailing fragment.
+fn tidy_reply(text: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let end = rest.find(['.', '!', '?']).map(|i| i + 1);
+        let Some(end) = end else { break }; // an unfinished sentence is dropped
+        let sentence = rest[..end].trim();
+        if !sentence.is_empty() && !kept.iter().any(|k| k.eq_ignore_ascii_case(sentence)) {
+            kept.push(sentence);
+        }
+        rest = rest[end..].trim_start();
+    }
+    kept.join(" ")
+}
+
 /// Query rows as compact text for the model: a header line, then one line per row.
 fn rows_text(result: &careflow_records::QueryResult) -> String {
     let mut out = result.columns.join(" | ");
@@ -649,6 +667,21 @@ pub fn today_utc() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_keep_each_sentence_once_and_drop_a_fragment() {
+        assert_eq!(
+            tidy_reply(
+                "Rest and drink water. Rest and drink water. rest and drink water. Call us if"
+            ),
+            "Rest and drink water."
+        );
+        assert_eq!(
+            tidy_reply("Take care! See a nurse today?"),
+            "Take care! See a nurse today?"
+        );
+        assert_eq!(tidy_reply("no full stop"), "");
+    }
 
     #[test]
     fn today_is_a_plausible_date() {
