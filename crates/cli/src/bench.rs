@@ -3,14 +3,14 @@
 //! per-step adapters. Every ratio is against the stateless run at the same concurrency,
 //! measured in this same process.
 
-use crate::commands::{workflow, EngineArgs, KnowledgeArgs};
+use crate::commands::{EngineArgs, KnowledgeArgs};
 use crate::output;
 use anyhow::{Context, Result};
 use careflow_core::PatientMessage;
 use careflow_engine::{AdapterConfig, Engine};
-use careflow_workflow::{Mode, StepAdapters, TriageRequest, WorkflowConfig};
+use careflow_workflow::{Mode, StepAdapters, TriageRequest, TriageWorkflow, WorkflowConfig};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -100,7 +100,7 @@ pub async fn run(c: BenchCommand) -> Result<()> {
 
 async fn workflow_bench(b: WorkflowBench) -> Result<()> {
     let load_start = load_average();
-    let knowledge = KnowledgeArgs::default();
+    let (rules, guidelines) = KnowledgeArgs::default().load()?;
     // Step adapters for the adapter modes: rank-8 LoRAs shaped for the model. Their values do
     // not matter for speed (the cost is the extra matmuls), so small random deltas stand in
     // for distilled adapters until `careflow distill` produces real ones.
@@ -145,11 +145,10 @@ async fn workflow_bench(b: WorkflowBench) -> Result<()> {
         }
     }
     let total = (plan.len() * b.requests) as u64;
-    let pb = ProgressBar::new(total);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:32} [{bar:30}] {pos}/{len} requests, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let pb = output::progress(
+        total,
+        "{msg:32} [{bar:30}] {pos}/{len} requests, eta {eta}",
+        "",
     );
     let mut results: Vec<ModeResult> = Vec::new();
     let mut shared_prefix_tokens = 0;
@@ -161,10 +160,11 @@ async fn workflow_bench(b: WorkflowBench) -> Result<()> {
             concurrency
         );
         pb.set_message(label);
-        let wf = Arc::new(workflow(
+        let wf = Arc::new(TriageWorkflow::new(
             engine.clone(),
             None,
-            &knowledge,
+            rules.clone(),
+            guidelines.clone(),
             WorkflowConfig {
                 mode,
                 adapters: if adapters {
@@ -174,7 +174,7 @@ async fn workflow_bench(b: WorkflowBench) -> Result<()> {
                 },
                 ..Default::default()
             },
-        )?);
+        ));
         if mode == Mode::StatefulPrefixCache {
             // Process start-up: the shared prefix is computed once, then only forked.
             let u = wf.warm().await?;

@@ -4,12 +4,12 @@ use crate::output;
 use crate::provision::{self, Source};
 use anyhow::{anyhow, bail, Context, Result};
 use careflow_core::{PatientId, PatientMessage};
-use careflow_engine::{models, EmbeddedEngine, Engine, EngineConfig};
+use careflow_engine::{models, EmbeddedEngine, EngineConfig};
 use careflow_knowledge::{Guidelines, RuleSet};
 use careflow_records::Records;
 use careflow_workflow::{Mode, TriageRequest, TriageWorkflow, WorkflowConfig};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,18 +139,6 @@ impl KnowledgeArgs {
         };
         Ok((rules, guidelines))
     }
-}
-
-pub fn workflow(
-    engine: Arc<dyn Engine>,
-    records: Option<Records>,
-    knowledge: &KnowledgeArgs,
-    config: WorkflowConfig,
-) -> Result<TriageWorkflow> {
-    let (rules, guidelines) = knowledge.load()?;
-    Ok(TriageWorkflow::new(
-        engine, records, rules, guidelines, config,
-    ))
 }
 
 #[derive(Args)]
@@ -319,14 +307,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
 }
 
 fn progress(msg: &'static str) -> ProgressBar {
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:20} [{bar:30}] {pos}/{len} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(msg);
-    pb
+    output::progress(0, "{msg:20} [{bar:30}] {pos}/{len} eta {eta}", msg)
 }
 
 #[derive(Subcommand)]

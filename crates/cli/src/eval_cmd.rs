@@ -5,7 +5,7 @@ use crate::output;
 use anyhow::{Context, Result};
 use careflow_records::Records;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -64,13 +64,11 @@ async fn sql(a: SqlEval) -> Result<()> {
         }
     };
     let engine = Arc::new(a.engine.start()?);
-    let pb = ProgressBar::new(items.len() as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:12} [{bar:30}] {pos}/{len} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let pb = output::progress(
+        items.len() as u64,
+        "{msg:12} [{bar:30}] {pos}/{len} eta {eta}",
+        "eval sql",
     );
-    pb.set_message("eval sql");
     let report =
         careflow_eval::sql::run(engine, &records, &items, &|d, _| pb.set_position(d as u64))
             .await?;

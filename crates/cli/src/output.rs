@@ -1,6 +1,20 @@
 //! Readable output for people (tables); `--json` bypasses all of this.
 
 use careflow_workflow::TriageOutcome;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar in careflow's style: `template` is indicatif's (the bar itself is
+/// `[{bar:30}]`), `msg` the label. Hidden when standard error is not a terminal.
+pub fn progress(len: u64, template: &str, msg: impl Into<String>) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.into());
+    pb
+}
 
 /// Prints rows under headers, columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use careflow_engine::models::KnownModel;
 use futures_util::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -22,16 +22,11 @@ pub enum Source {
 }
 
 fn bar(len: u64, msg: String) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb.set_message(msg);
-    pb
+    crate::output::progress(
+        len,
+        "{msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        msg,
+    )
 }
 
 /// sha256 of a file, hex.

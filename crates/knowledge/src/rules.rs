@@ -358,6 +358,16 @@ struct RawFile {
     rules: Vec<toml::Table>,
 }
 
+impl RawFile {
+    /// `name line N` for the `i`-th entry whose header lines are `lines` (just the name if unknown).
+    fn place(&self, lines: &[usize], i: usize) -> String {
+        match lines.get(i) {
+            Some(line) => format!("{} line {line}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 impl RuleSet {
     /// The rules compiled into the binary from `data/rules/*.toml`.
     pub fn embedded() -> Result<RuleSet, KnowledgeError> {
@@ -1030,10 +1040,7 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
         for (i, table) in file.findings.iter().enumerate() {
             let id = table_id(table, i);
             let err = |reason: String| KnowledgeError::Finding {
-                file: match file.finding_lines.get(i) {
-                    Some(line) => format!("{} line {line}", file.name),
-                    None => file.name.clone(),
-                },
+                file: file.place(&file.finding_lines, i),
                 id: id.clone(),
                 reason,
             };
@@ -1156,10 +1163,7 @@ fn build(files: Vec<RawFile>) -> Result<RuleSet, KnowledgeError> {
         for (i, table) in file.rules.iter().enumerate() {
             let id = table_id(table, i);
             let err = |reason: String| KnowledgeError::Rule {
-                file: match file.rule_lines.get(i) {
-                    Some(line) => format!("{} line {line}", file.name),
-                    None => file.name.clone(),
-                },
+                file: file.place(&file.rule_lines, i),
                 id: id.clone(),
                 reason,
             };

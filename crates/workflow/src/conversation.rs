@@ -31,12 +31,6 @@ impl Mode {
     }
 }
 
-/// What one step cost.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StepCost {
-    pub usage: TokenUsage,
-}
-
 /// A request's conversation with the engine.
 pub struct Conversation {
     engine: Arc<dyn Engine>,
@@ -72,13 +66,14 @@ impl Conversation {
         self.transcript_tokens
     }
 
-    /// Appends `messages` (under `adapter`) and, with `generate`, produces the step's reply.
+    /// Appends `messages` (under `adapter`) and, with `generate`, produces the step's reply;
+    /// returns it with the tokens this step cost.
     pub async fn step(
         &mut self,
         messages: Vec<ChatMessage>,
         adapter: Option<String>,
         generate: Option<GenerateParams>,
-    ) -> Result<(Option<Generation>, StepCost), WorkflowError> {
+    ) -> Result<(Option<Generation>, TokenUsage), WorkflowError> {
         let mut usage = TokenUsage::default();
         let generation;
         match self.mode {
@@ -161,7 +156,7 @@ impl Conversation {
             self.transcript
                 .push(ChatMessage::new("assistant", g.text.clone()));
         }
-        Ok((generation, StepCost { usage }))
+        Ok((generation, usage))
     }
 
     /// Releases the engine session.

@@ -233,7 +233,7 @@ impl TriageWorkflow {
             )
             .await?;
         let plan = parse_json(plan.as_ref());
-        steps.push(report(Step::Plan, adapter, cost.usage, t, plan.clone()));
+        steps.push(report(Step::Plan, adapter, cost, t, plan.clone()));
 
         // Retrieve: the patient's record (scoped to this patient), the rules, the passages.
         let t = Instant::now();
@@ -262,7 +262,7 @@ impl TriageWorkflow {
             .step(vec![ChatMessage::user(retrieved)], adapter.clone(), None)
             .await?;
         let mut cost = cost;
-        cost += append.usage;
+        cost += append;
         let passage_ids: Vec<String> = passages.iter().map(|p| p.id.clone()).collect();
         steps.push(report(
             Step::Retrieve,
@@ -303,7 +303,7 @@ impl TriageWorkflow {
         steps.push(report(
             Step::Analyze,
             adapter,
-            cost.usage,
+            cost,
             t,
             analysis_json.clone(),
         ));
@@ -330,7 +330,7 @@ impl TriageWorkflow {
         steps.push(report(
             Step::Validate,
             adapter,
-            cost.usage,
+            cost,
             t,
             serde_json::to_value(&validation).unwrap_or(Value::Null),
         ));
@@ -351,13 +351,7 @@ impl TriageWorkflow {
             )
             .await?;
         let reply_json = parse_json(reply.as_ref());
-        steps.push(report(
-            Step::Respond,
-            adapter,
-            cost.usage,
-            t,
-            reply_json.clone(),
-        ));
+        steps.push(report(Step::Respond, adapter, cost, t, reply_json.clone()));
         let model_reply = tidy_reply(reply_json["reply"].as_str().unwrap_or_default());
         let model_reply = model_reply.as_str();
         let patient_reply = format!(
@@ -379,29 +373,22 @@ impl TriageWorkflow {
         for r in &rules.fired {
             reasons.push(format!("red-flag rule {}: {}", r.id, r.title));
         }
-        let mut cited_ids: Vec<&str> = analysis_json["cited"]
+        // Cited ids, each once, in the model's order, limited to passages that exist.
+        let mut cited: Vec<CitedPassage> = Vec::new();
+        for id in analysis_json["cited"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        cited_ids.dedup();
-        let cited_ids: Vec<&str> = cited_ids
-            .iter()
-            .enumerate()
-            .filter(|(i, id)| !cited_ids[..*i].contains(id))
-            .map(|(_, id)| *id)
-            .collect();
-        let cited = Some(cited_ids)
-            .map(|a| {
-                a.into_iter()
-                    .filter_map(|id| self.guidelines.get(id))
-                    .map(|p| CitedPassage {
-                        id: p.id.clone(),
-                        title: p.title.clone(),
-                        source: p.source.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if let (Some(p), false) = (self.guidelines.get(id), cited.iter().any(|c| c.id == id)) {
+                cited.push(CitedPassage {
+                    id: p.id.clone(),
+                    title: p.title.clone(),
+                    source: p.source.clone(),
+                });
+            }
+        }
         let totals = steps.iter().map(|s| s.usage).sum();
         Ok(TriageOutcome {
             disposition: validation.final_disposition,
@@ -472,7 +459,7 @@ impl TriageWorkflow {
                 rows: 0,
                 fallback_reason: Some("the model's SQL output did not parse".into()),
             };
-            return Ok((Some(report), String::new(), cost.usage));
+            return Ok((Some(report), String::new(), cost));
         };
         let policy = careflow_records::GuardPolicy {
             max_limit: self.config.sql_max_rows,
@@ -487,7 +474,7 @@ impl TriageWorkflow {
                     rows: result.rows.len(),
                     fallback_reason: None,
                 };
-                Ok((Some(report), text, cost.usage))
+                Ok((Some(report), text, cost))
             }
             Err(e) => {
                 tracing::info!(error = %e, "model SQL refused; using the fixed record summary");
@@ -497,7 +484,7 @@ impl TriageWorkflow {
                     rows: 0,
                     fallback_reason: Some(e.to_string()),
                 };
-                Ok((Some(report), String::new(), cost.usage))
+                Ok((Some(report), String::new(), cost))
             }
         }
     }

@@ -16,8 +16,8 @@ pub(crate) struct Templates {
     template: LlamaChatTemplate,
     /// What opens the assistant's reply (`<|im_start|>assistant\n` for ChatML).
     pub assistant_header: String,
-    /// What closes an assistant reply (`<|im_end|>\n` for ChatML).
-    pub end_of_turn: String,
+    /// What closes an assistant reply (`<|im_end|>\n` for ChatML), as tokens.
+    pub end_of_turn: Vec<LlamaToken>,
 }
 
 impl Templates {
@@ -55,7 +55,7 @@ impl Templates {
         Ok(Templates {
             template,
             assistant_header,
-            end_of_turn,
+            end_of_turn: special(model, &end_of_turn),
         })
     }
 
@@ -109,10 +109,6 @@ impl Templates {
             out.extend(special(model, &self.assistant_header));
         }
         Ok(out)
-    }
-
-    pub fn end_of_turn_tokens(&self, model: &LlamaModel) -> Vec<LlamaToken> {
-        special(model, &self.end_of_turn)
     }
 }
 

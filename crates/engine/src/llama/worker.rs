@@ -1137,7 +1137,6 @@ impl<'m> Worker<'m> {
                 }));
             }
             (Target::Session(id), Done::Turn(reply)) => {
-                let eot = self.templates.end_of_turn_tokens(self.model);
                 let undecoded = job.gen.as_ref().and_then(|g| g.undecoded);
                 let generation = job.gen.map(|g| {
                     let pieces: Vec<Vec<u8>> = g
@@ -1169,7 +1168,8 @@ impl<'m> Worker<'m> {
                     // Close the assistant turn. A final token that was sampled but not decoded
                     // goes first; both are decoded at the start of the next turn.
                     s.pending_tail.extend(undecoded);
-                    s.pending_tail.extend(eot);
+                    s.pending_tail
+                        .extend_from_slice(&self.templates.end_of_turn);
                 }
                 s.busy = false;
                 s.stats.usage += job.usage;
