@@ -8,8 +8,9 @@ use crate::output;
 use anyhow::{Context, Result};
 use careflow_core::PatientMessage;
 use careflow_engine::{AdapterConfig, Engine};
-use careflow_workflow::{Mode, StepAdapters, TriageRequest, TriageWorkflow, WorkflowConfig};
+use careflow_workflow::{Mode, TriageRequest, TriageWorkflow, WorkflowConfig};
 use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -127,13 +128,10 @@ async fn workflow_bench(b: WorkflowBench) -> Result<()> {
     }
     let threads = config.threads();
     let engine: Arc<dyn Engine> = Arc::new(config.build().context("starting the engine")?);
-    let step_adapters = StepAdapters {
-        plan: Some("step-plan".into()),
-        retrieve: Some("step-retrieve".into()),
-        analyze: Some("step-analyze".into()),
-        validate: Some("step-validate".into()),
-        respond: Some("step-respond".into()),
-    };
+    let step_adapters: BTreeMap<String, String> = steps
+        .iter()
+        .map(|s| (s.to_string(), format!("step-{s}")))
+        .collect();
 
     let mut plan: Vec<(Mode, bool, usize)> = Vec::new();
     for &c in &b.concurrency {
@@ -170,11 +168,11 @@ async fn workflow_bench(b: WorkflowBench) -> Result<()> {
                 adapters: if adapters {
                     step_adapters.clone()
                 } else {
-                    StepAdapters::default()
+                    BTreeMap::new()
                 },
                 ..Default::default()
             },
-        ));
+        )?);
         if mode == Mode::StatefulPrefixCache {
             // Process start-up: the shared prefix is computed once, then only forked.
             let u = wf.warm().await?;

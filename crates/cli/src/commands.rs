@@ -1,5 +1,6 @@
 //! The subcommands other than `bench`.
 
+use crate::config::{Overrides, RuntimeConfig};
 use crate::output;
 use crate::provision::{self, Source};
 use anyhow::{anyhow, bail, Context, Result};
@@ -7,7 +8,7 @@ use careflow_core::{PatientId, PatientMessage};
 use careflow_engine::{models, EmbeddedEngine, EngineConfig};
 use careflow_knowledge::{Guidelines, RuleSet};
 use careflow_records::Records;
-use careflow_workflow::{Mode, TriageRequest, TriageWorkflow, WorkflowConfig};
+use careflow_workflow::{Mode, TriageRequest, WorkflowConfig};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 use std::ffi::OsString;
@@ -19,17 +20,22 @@ pub const SEED_MESSAGE: &str = "I've had sharp lower back pain for 3 days. Shoul
 
 #[derive(Args, Clone)]
 pub struct EngineArgs {
-    /// A known model name (see `careflow model list`) or a path to a GGUF file.
-    #[arg(long, env = "CAREFLOW_MODEL", default_value = models::DEFAULT_MODEL)]
-    pub model: String,
+    /// A known model name (see `careflow model list`) or a path to a GGUF file
+    /// [default: smollm2-135m].
+    #[arg(long, env = "CAREFLOW_MODEL")]
+    pub model: Option<String>,
     /// Decoding threads (default: all cores). Never more than the cores that are free.
     #[arg(long, env = "CAREFLOW_THREADS")]
     pub threads: Option<usize>,
 }
 
 impl EngineArgs {
+    pub fn name(&self) -> &str {
+        self.model.as_deref().unwrap_or(models::DEFAULT_MODEL)
+    }
+
     pub fn config(&self) -> Result<EngineConfig> {
-        let path = models::resolve(&self.model)
+        let path = models::resolve(self.name())
             .map_err(|e| anyhow!("{e}\nhint: `careflow model pull {}`", models::DEFAULT_MODEL))?;
         Ok(EngineConfig {
             threads: self.threads,
@@ -159,11 +165,52 @@ pub struct TriageArgs {
     /// How steps reach the engine.
     #[arg(long, value_enum, default_value = "stateful-prefix-cache")]
     pub mode: ModeArg,
+    #[command(flatten)]
+    pub setup: SetupArgs,
     /// Print the outcome as JSON (top-level `disposition`).
     #[arg(long)]
     pub json: bool,
     /// The patient's message (`-` reads standard input).
     pub message: OsString,
+}
+
+/// What runs the workflow: the config file and the parts it names.
+#[derive(Args, Clone, Default)]
+pub struct SetupArgs {
+    /// The configuration file (TOML; see `careflow.example.toml`). Environment variables and
+    /// flags override it.
+    #[arg(long, env = "CAREFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// A workflow file (TOML) instead of the built-in triage workflow, e.g.
+    /// `data/workflows/medication_refill.toml`.
+    #[arg(long, env = "CAREFLOW_WORKFLOW")]
+    pub workflow: Option<PathBuf>,
+    /// A second local model as the frontier tier that escalations go to (a known model name
+    /// or a GGUF path), e.g. `qwen2.5-coder-0.5b`. Remote frontiers (OpenAI-compatible,
+    /// Anthropic) are set in the config file's `[frontier]`.
+    #[arg(long, env = "CAREFLOW_FRONTIER_MODEL")]
+    pub frontier: Option<String>,
+    /// A prices file instead of the built-in dated one.
+    #[arg(long, env = "CAREFLOW_PRICES")]
+    pub prices: Option<PathBuf>,
+    /// Do not write the outcome's steps to the cost ledger.
+    #[arg(long)]
+    pub no_ledger: bool,
+}
+
+impl SetupArgs {
+    pub fn resolve(&self, engine: &EngineArgs, db: &DbArgs) -> Result<RuntimeConfig> {
+        RuntimeConfig::resolve(&Overrides {
+            config: self.config.clone(),
+            model: engine.model.clone(),
+            threads: engine.threads,
+            database: db.database.clone(),
+            workflow: self.workflow.clone(),
+            frontier_model: self.frontier.clone(),
+            prices: self.prices.clone(),
+            no_ledger: self.no_ledger,
+        })
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -185,29 +232,30 @@ impl From<ModeArg> for Mode {
 
 pub async fn triage(a: TriageArgs) -> Result<()> {
     let message = read_message(&a.message)?;
-    let (rules, guidelines) = a.knowledge.load()?;
+    let knowledge = a.knowledge.load()?;
     let patient = a
         .patient
         .as_deref()
         .map(str::parse::<PatientId>)
         .transpose()?;
+    let rc = a.setup.resolve(&a.engine, &a.db)?;
     let records = match patient {
-        Some(_) => Some(a.db.connect().await?),
+        Some(_) => Some(connect(&rc.database_url()).await?),
         None => None,
     };
-    let engine = Arc::new(a.engine.start()?);
-    let wf = TriageWorkflow::new(
-        engine,
-        records,
-        rules,
-        guidelines,
-        WorkflowConfig {
-            mode: a.mode.into(),
-            today: a.today.clone(),
-            ..Default::default()
-        },
-    );
+    let engine = Arc::new(rc.small_engine_config()?.build()?);
+    let mut run = rc.file.run.clone();
+    run.mode = a.mode.into();
+    if a.today.is_some() {
+        run.today = a.today.clone();
+    }
+    let (wf, ledger) = rc.build(engine, records, knowledge, run).await?;
     let outcome = wf.run(TriageRequest { message, patient }).await?;
+    if let Some(l) = &ledger {
+        l.record(&outcome.ledger_entries())
+            .await
+            .context("writing the outcome to the cost ledger")?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
@@ -240,7 +288,7 @@ pub struct DemoArgs {
 pub async fn demo(a: DemoArgs) -> Result<()> {
     let (rules, guidelines) = a.knowledge.load()?;
     // 1. The default model, from the cache or pulled.
-    if a.engine.model == models::DEFAULT_MODEL {
+    if a.engine.name() == models::DEFAULT_MODEL {
         let known = models::find(models::DEFAULT_MODEL)
             .ok_or_else(|| anyhow!("no default model in the registry"))?;
         if !known.path().is_file() {
@@ -281,29 +329,36 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("the demo database has no patients"))?;
     // 3. The triage.
     eprintln!("triaging as patient {patient}: \"{}\"", a.message);
-    let engine = Arc::new(a.engine.start()?);
-    let wf = TriageWorkflow::new(
-        engine,
-        Some(records),
-        rules,
-        guidelines,
-        WorkflowConfig {
-            today: Some(a.today.clone()),
-            ..Default::default()
-        },
-    );
+    let rc = SetupArgs::default().resolve(&a.engine, &a.db)?;
+    let engine = Arc::new(rc.small_engine_config()?.build()?);
+    let run = WorkflowConfig {
+        today: Some(a.today.clone()),
+        ..rc.file.run.clone()
+    };
+    let (wf, ledger) = rc
+        .build(engine, Some(records), (rules, guidelines), run)
+        .await?;
     let outcome = wf
         .run(TriageRequest {
             message: PatientMessage::parse(&a.message)?,
             patient: Some(patient),
         })
         .await?;
+    if let Some(l) = &ledger {
+        l.record(&outcome.ledger_entries()).await?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         output::print_outcome(&outcome);
     }
     Ok(())
+}
+
+async fn connect(url: &str) -> Result<Records> {
+    Records::connect(url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(url)))
 }
 
 fn progress(msg: &'static str) -> ProgressBar {

@@ -5,6 +5,8 @@
 
 mod bench;
 mod commands;
+mod config;
+mod cost_cmd;
 mod eval_cmd;
 mod output;
 mod provision;
@@ -56,6 +58,9 @@ enum Command {
     /// Benchmarks that print figures as ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// What the workflow costs a month: flagship API vs managed small model vs self-hosted.
+    #[command(long_about = cost_cmd::LONG_ABOUT)]
+    Cost(cost_cmd::CostArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +91,7 @@ fn main() -> std::process::ExitCode {
             Command::Db(c) => commands::db(c).await,
             Command::Bench(c) => bench::run(c).await,
             Command::Eval(c) => eval_cmd::run(c).await,
+            Command::Cost(a) => cost_cmd::run(a).await,
         }
     });
     match result {

@@ -56,7 +56,31 @@ pub fn print_outcome(o: &TriageOutcome) {
         o.confidence
     );
     if let (Some(p), true) = (o.proposed, o.proposed != Some(o.disposition)) {
-        println!("  the model proposed {}; validation changed it", p.label());
+        println!(
+            "  the small model proposed {}; validation changed it",
+            p.label()
+        );
+    }
+    println!(
+        "Decided by: {}{}   (workflow {}, request {}, cost ${:.6})",
+        o.route.decided_by,
+        if o.route.escalated {
+            format!(" after escalation: {}", o.route.outcome)
+        } else {
+            String::new()
+        },
+        o.workflow,
+        o.request_id,
+        o.cost_usd
+    );
+    if o.route.escalated && !o.route.reasons.is_empty() {
+        println!("  escalated because: {}", o.route.reasons.join("; "));
+    }
+    if let Some(h) = &o.route.handoff {
+        println!(
+            "  hand-off to {}: {} tokens (the small session held {})",
+            h.model, h.tokens_submitted, h.transcript_tokens
+        );
     }
     println!("\nReply to the patient:");
     for para in o.patient_reply.split("\n\n") {
@@ -108,12 +132,14 @@ pub fn print_outcome(o: &TriageOutcome) {
         .iter()
         .map(|s| {
             vec![
-                s.step.name().to_string(),
+                s.step.clone(),
+                s.tier.clone(),
                 s.adapter.clone().unwrap_or_else(|| "-".into()),
                 s.usage.submitted.to_string(),
                 s.usage.computed.to_string(),
                 s.usage.reused.to_string(),
                 s.usage.generated.to_string(),
+                format!("{:.6}", s.cost_usd),
                 format!("{:.0}", s.millis),
             ]
         })
@@ -121,20 +147,24 @@ pub fn print_outcome(o: &TriageOutcome) {
     rows.push(vec![
         "total".into(),
         String::new(),
+        String::new(),
         o.totals.submitted.to_string(),
         o.totals.computed.to_string(),
         o.totals.reused.to_string(),
         o.totals.generated.to_string(),
+        format!("{:.6}", o.cost_usd),
         format!("{:.0}", o.elapsed_ms),
     ]);
     table(
         &[
             "step",
+            "tier",
             "adapter",
             "submitted",
             "computed",
             "reused",
             "generated",
+            "cost $",
             "ms",
         ],
         &rows,

@@ -38,4 +38,20 @@ pub enum EngineError {
     Config(String),
     #[error("the engine thread has stopped")]
     Stopped,
+    /// A remote model server refused the request (a 4xx other than 429: bad request, auth,
+    /// unknown model; retrying gets the same answer) or the model refused to answer. `message`
+    /// is the server's own, with any API key removed.
+    #[error("{backend} server error{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Remote {
+        backend: String,
+        status: Option<u16>,
+        message: String,
+    },
+    /// A remote backend cannot be used now: its circuit breaker is open, or every attempt failed
+    /// with a transient error (429, 5xx, timeout, connection). Worth retrying later.
+    #[error("{backend} backend unavailable: {reason}")]
+    Unavailable { backend: String, reason: String },
+    /// A remote server's reply could not be understood (malformed JSON, a field missing).
+    #[error("{backend} sent a response careflow cannot read: {reason}")]
+    BadResponse { backend: String, reason: String },
 }

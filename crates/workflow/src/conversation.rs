@@ -6,6 +6,7 @@ use careflow_engine::{
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::WorkflowError;
 
@@ -73,6 +74,7 @@ impl Conversation {
         messages: Vec<ChatMessage>,
         adapter: Option<String>,
         generate: Option<GenerateParams>,
+        deadline: Option<Duration>,
     ) -> Result<(Option<Generation>, TokenUsage), WorkflowError> {
         let mut usage = TokenUsage::default();
         let generation;
@@ -103,6 +105,7 @@ impl Conversation {
                             messages: all,
                             adapter,
                             generate,
+                            deadline,
                             ..Default::default()
                         },
                     )
@@ -140,6 +143,7 @@ impl Conversation {
                             messages: messages.clone(),
                             adapter,
                             generate,
+                            deadline,
                             ..Default::default()
                         },
                     )
