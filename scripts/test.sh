@@ -9,6 +9,8 @@ CAREFLOW_WITH_POSTGRES=1 scripts/setup.sh
 
 cargo build --release -p careflow-cli
 target/release/careflow model pull smollm2-135m >/dev/null
+# The cascade tests use a second local model as the frontier tier.
+target/release/careflow model pull qwen2.5-coder-0.5b >/dev/null
 
 PG_DIR=""
 cleanup() {

@@ -239,6 +239,7 @@ pub async fn triage(a: TriageArgs) -> Result<()> {
         .map(str::parse::<PatientId>)
         .transpose()?;
     let rc = a.setup.resolve(&a.engine, &a.db)?;
+    rc.check()?;
     let records = match patient {
         Some(_) => Some(connect(&rc.database_url()).await?),
         None => None,

@@ -1,6 +1,8 @@
 //! careflow's configuration: one layered file (`careflow.toml`), then environment variables,
 //! then command-line flags, turned into running parts by [`RuntimeConfig::build`].
 //!
+//! `careflow.example.toml` at the repository root documents every key. In short:
+//!
 //! ```toml
 //! database = "sqlite:///var/lib/careflow/careflow.db"
 //! workflow = "data/workflows/medication_refill.toml"   # default: the built-in triage workflow
@@ -183,6 +185,20 @@ impl RuntimeConfig {
         Ok(RuntimeConfig { file })
     }
 
+    /// Loads what can be checked without starting an engine (the workflow file, the prices,
+    /// the cascade settings), so a typo fails before minutes of model loading.
+    pub fn check(&self) -> Result<()> {
+        let prices = self.prices()?;
+        self.workflow_def()?;
+        prices.tier(&self.file.small.price).context("small.price")?;
+        self.file
+            .run
+            .cascade
+            .check()
+            .map_err(|e| anyhow!("run.{e}"))?;
+        Ok(())
+    }
+
     pub fn database_url(&self) -> String {
         self.file
             .database
@@ -342,4 +358,33 @@ fn load_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../careflow.example.toml"
+        ));
+        let file = load_file(path).unwrap();
+        assert_eq!(file.small.price, "local_small");
+        let frontier = file.frontier.as_ref().unwrap();
+        assert_eq!(frontier["kind"].as_str(), Some("embedded"));
+        assert!(file.ledger.enabled);
+        let rc = RuntimeConfig { file };
+        rc.check().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[run]\nmod = \"stateless\"\n").unwrap();
+        let e = load_file(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("mod"), "{e}");
+    }
 }
