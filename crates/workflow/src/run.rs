@@ -97,6 +97,15 @@ impl TriageWorkflow {
             }
             let step = &def.steps[i];
             let remaining = self.remaining(started);
+            if remaining.is_some_and(|r| r.is_zero()) {
+                // Nothing more is computed for this request: Validate decides below, on what
+                // there is, and the case goes to a clinician.
+                st.failures.push(format!(
+                    "the request's deadline passed before step {}",
+                    step.def.name
+                ));
+                break;
+            }
             at = match step.def.kind {
                 StepKind::Generate => self.generate(conv, step, &mut st, remaining).await?,
                 StepKind::Retrieve => {
@@ -109,17 +118,18 @@ impl TriageWorkflow {
                 }
                 StepKind::Respond => {
                     if st.validation.is_none() {
-                        // A transition skipped Validate: decide now, on no proposal (so the
-                        // case escalates), before any reply is written.
+                        // A transition skipped Validate: decide now (the recorded failure
+                        // makes the case escalate), before any reply is written.
                         st.failures.push(format!(
                             "step {} was reached before the validate step",
                             step.def.name
                         ));
+                        let (proposed, confidence, threshold) = self.proposal(&st);
                         self.decide(
                             &mut st,
-                            None,
-                            0.0,
-                            None,
+                            proposed,
+                            confidence,
+                            Some(threshold),
                             message,
                             conv.transcript_tokens(),
                             started,
@@ -135,13 +145,16 @@ impl TriageWorkflow {
         // Whatever path the transitions took, nothing leaves without Validate's decision, and
         // every reply carries the deterministic disposition phrase and the safety net.
         if st.validation.is_none() {
-            st.failures
-                .push("the workflow ended without its validate step".into());
+            if !st.failures.iter().any(|f| f.contains("deadline")) {
+                st.failures
+                    .push("the workflow ended without its validate step".into());
+            }
+            let (proposed, confidence, threshold) = self.proposal(&st);
             self.decide(
                 &mut st,
-                None,
-                0.0,
-                None,
+                proposed,
+                confidence,
+                Some(threshold),
                 message,
                 conv.transcript_tokens(),
                 started,
@@ -488,27 +501,7 @@ impl TriageWorkflow {
         started: Instant,
     ) -> Result<(), WorkflowError> {
         let t = Instant::now();
-        let proposal_step = step.def.proposal.clone().unwrap_or_default();
-        let output = st
-            .vars
-            .outputs
-            .get(&proposal_step)
-            .cloned()
-            .unwrap_or(Value::Null);
-        let proposed = output["disposition"]
-            .as_str()
-            .and_then(|s| s.parse::<Disposition>().ok());
-        let confidence = st
-            .generations
-            .get(&proposal_step)
-            .zip(proposed)
-            .map(|(g, d)| label_probability(g, d))
-            .unwrap_or(0.0);
-        let threshold = self
-            .config
-            .confidence_threshold
-            .or(step.def.confidence_threshold)
-            .unwrap_or(0.6);
+        let (proposed, confidence, threshold) = self.proposal(st);
         self.decide(
             st,
             proposed,
@@ -533,6 +526,37 @@ impl TriageWorkflow {
         st.steps
             .push(self.report(&self.small, step, adapter, usage, 0, t, output));
         Ok(())
+    }
+
+    /// The disposition the validate step checks (from the step it names), the probability the
+    /// model gave its label, and the threshold in force.
+    fn proposal(&self, st: &State) -> (Option<Disposition>, f32, f32) {
+        let validate = self
+            .def
+            .steps
+            .iter()
+            .find(|s| s.def.kind == StepKind::Validate);
+        let proposal_step = validate
+            .and_then(|s| s.def.proposal.clone())
+            .unwrap_or_default();
+        let proposed = st
+            .vars
+            .outputs
+            .get(&proposal_step)
+            .and_then(|o| o["disposition"].as_str())
+            .and_then(|s| s.parse::<Disposition>().ok());
+        let confidence = st
+            .generations
+            .get(&proposal_step)
+            .zip(proposed)
+            .map(|(g, d)| label_probability(g, d))
+            .unwrap_or(0.0);
+        let threshold = self
+            .config
+            .confidence_threshold
+            .or(validate.and_then(|s| s.def.confidence_threshold))
+            .unwrap_or(0.6);
+        (proposed, confidence, threshold)
     }
 
     /// Validate's checks on the small model's proposal, then the cascade: accept, escalate to

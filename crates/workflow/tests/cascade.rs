@@ -265,3 +265,30 @@ async fn past_the_step_deadline_the_case_escalates_and_still_has_an_outcome() {
         "the safety net is still there"
     );
 }
+
+#[tokio::test]
+async fn a_transition_that_skips_validate_cannot_skip_the_decision() {
+    // A workflow file whose plan always jumps straight to respond.
+    let text = careflow_workflow::definition::TRIAGE_TOML.replacen(
+        "on = [{ field = \"complexity\", equals = \"complex\", escalate = \"the plan marks the case complex\" }]",
+        "on = [{ field = \"needs_record\", equals = true, goto = \"respond\" }, { field = \"needs_record\", equals = false, goto = \"respond\" }]",
+        1,
+    );
+    assert_ne!(text, careflow_workflow::definition::TRIAGE_TOML);
+    let def = careflow_workflow::WorkflowDef::parse(&text, "jump.toml").unwrap();
+    let wf = workflow(config(), None).with_definition(def).unwrap();
+    let o = wf.run(request(EASY)).await.unwrap();
+    let steps: Vec<&str> = o.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps, ["plan", "respond"]);
+    assert_eq!(o.decision, Decision::HumanReview);
+    assert!(
+        o.notes
+            .iter()
+            .any(|n| n.contains("reached before the validate step")),
+        "{:?}",
+        o.notes
+    );
+    assert!(o
+        .patient_reply
+        .ends_with(careflow_workflow::prompts::SAFETY_NET));
+}
