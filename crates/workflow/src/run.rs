@@ -224,7 +224,14 @@ impl TriageWorkflow {
         let t = Instant::now();
         let name = step.def.name.clone();
         let adapter = self.adapter_for(&name);
-        let (output, generation, usage, attempts, failure) = self
+        let Generated {
+            output,
+            generation,
+            usage,
+            attempts,
+            failure,
+            prompt,
+        } = self
             .generate_json(conv, step, st, adapter.clone(), remaining)
             .await?;
         if let Some(f) = failure {
@@ -252,8 +259,16 @@ impl TriageWorkflow {
         if let Some(g) = generation {
             st.generations.insert(name.clone(), g);
         }
-        st.steps
-            .push(self.report(&self.small, step, adapter, usage, attempts, t, output));
+        st.steps.push(self.report(
+            &self.small,
+            step,
+            adapter,
+            usage,
+            attempts,
+            t,
+            output,
+            Some(prompt),
+        ));
         Ok(next)
     }
 
@@ -265,16 +280,17 @@ impl TriageWorkflow {
         st: &State,
         adapter: Option<String>,
         remaining: Option<Duration>,
-    ) -> Result<(Value, Option<Generation>, TokenUsage, u32, Option<String>), WorkflowError> {
+    ) -> Result<Generated, WorkflowError> {
         let schema = step.schema.as_ref().map_or(Value::Null, |s| {
             expand_schema(s, &labels(), &passage_ids(&st.passages))
         });
         let mut max_tokens = step.def.max_tokens.unwrap_or(64);
-        let mut prompt = step
+        let first_prompt = step
             .prompt
             .as_ref()
             .map(|p| p.render(&st.vars))
             .unwrap_or_default();
+        let mut prompt = first_prompt.clone();
         let mut usage = TokenUsage::default();
         let mut attempts = 0;
         let mut failure = None;
@@ -306,7 +322,14 @@ impl TriageWorkflow {
                 .as_ref()
                 .is_some_and(|g| g.finish == FinishReason::Stop);
             if !parsed.is_null() && complete {
-                return Ok((parsed, generation, usage, attempts, None));
+                return Ok(Generated {
+                    output: parsed,
+                    generation,
+                    usage,
+                    attempts,
+                    failure: None,
+                    prompt: first_prompt,
+                });
             }
             failure = Some(format!(
                 "output unusable after {attempts} attempt(s) (cut off at {max_tokens} tokens or not the JSON asked for)"
@@ -317,7 +340,14 @@ impl TriageWorkflow {
                 .to_string();
             max_tokens *= 2;
         }
-        Ok((Value::Null, None, usage, attempts, failure))
+        Ok(Generated {
+            output: Value::Null,
+            generation: None,
+            usage,
+            attempts,
+            failure,
+            prompt: first_prompt,
+        })
     }
 
     /// A `retrieve` step: passages, optional model-written SQL, then the results appended.
@@ -357,12 +387,15 @@ impl TriageWorkflow {
 
         let mut usage = TokenUsage::default();
         let mut attempts = 0;
+        let mut sql_instruction = None;
         if let Some(sql_prompt) = &step.sql_prompt {
+            let instruction = sql_prompt.render(&st.vars);
+            sql_instruction = Some(instruction.clone());
             let (report, rows, cost, tries) = self
                 .model_sql(
                     conv,
                     step,
-                    sql_prompt.render(&st.vars),
+                    instruction,
                     req.patient,
                     st,
                     adapter.clone(),
@@ -390,18 +423,32 @@ impl TriageWorkflow {
             .map(|p| p.render(&st.vars))
             .unwrap_or_default();
         let (_, append) = conv
-            .step(vec![ChatMessage::user(text)], adapter.clone(), None, None)
+            .step(
+                vec![ChatMessage::user(text.clone())],
+                adapter.clone(),
+                None,
+                None,
+            )
             .await?;
         usage += append;
         let output = serde_json::json!({
             "record": st.facts.is_some(),
+            "sql_prompt": sql_instruction,
             "sql": st.sql,
             "rules_fired": st.rules.fired.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
             "floor": st.rules.floor,
             "passages": passage_ids(&st.passages),
         });
-        st.steps
-            .push(self.report(&self.small, step, adapter, usage, attempts, t, output));
+        st.steps.push(self.report(
+            &self.small,
+            step,
+            adapter,
+            usage,
+            attempts,
+            t,
+            output,
+            Some(text),
+        ));
         Ok(())
     }
 
@@ -520,11 +567,16 @@ impl TriageWorkflow {
             .map(|p| p.render(&st.vars))
             .unwrap_or_default();
         let (_, usage) = conv
-            .step(vec![ChatMessage::user(text)], adapter.clone(), None, None)
+            .step(
+                vec![ChatMessage::user(text.clone())],
+                adapter.clone(),
+                None,
+                None,
+            )
             .await?;
         let output = serde_json::to_value(&st.validation).unwrap_or(Value::Null);
         st.steps
-            .push(self.report(&self.small, step, adapter, usage, 0, t, output));
+            .push(self.report(&self.small, step, adapter, usage, 0, t, output, Some(text)));
         Ok(())
     }
 
@@ -788,6 +840,7 @@ impl TriageWorkflow {
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         let report = StepReport {
+            prompt: Some(summary.clone()),
             step: "frontier".into(),
             kind: "handoff".into(),
             tier: frontier.name.clone(),
@@ -813,16 +866,24 @@ impl TriageWorkflow {
     ) -> Result<(), WorkflowError> {
         let t = Instant::now();
         let adapter = self.adapter_for(&step.def.name);
-        let (output, _, usage, attempts, failure) = self
+        let g = self
             .generate_json(conv, step, st, adapter.clone(), remaining)
             .await?;
-        if let Some(f) = failure {
+        if let Some(f) = &g.failure {
             tracing::info!(step = %step.def.name, "{f}; the reply is the standard phrase only");
         }
         let field = step.def.reply_field.as_deref().unwrap_or("reply");
-        st.reply = Some(tidy_reply(output[field].as_str().unwrap_or_default()));
-        st.steps
-            .push(self.report(&self.small, step, adapter, usage, attempts, t, output));
+        st.reply = Some(tidy_reply(g.output[field].as_str().unwrap_or_default()));
+        st.steps.push(self.report(
+            &self.small,
+            step,
+            adapter,
+            g.usage,
+            g.attempts,
+            t,
+            g.output,
+            Some(g.prompt),
+        ));
         Ok(())
     }
 
@@ -836,8 +897,10 @@ impl TriageWorkflow {
         attempts: u32,
         t: Instant,
         output: Value,
+        prompt: Option<String>,
     ) -> StepReport {
         StepReport {
+            prompt,
             step: step.def.name.clone(),
             kind: step.def.kind.name().into(),
             tier: tier.name.clone(),
@@ -1045,4 +1108,16 @@ fn new_request_id() -> String {
         *part = h.finish();
     }
     format!("{:016x}{:016x}", parts[0], parts[1])
+}
+
+/// What a `generate` (or `respond`) step produced.
+struct Generated {
+    /// The step's JSON output (`Null` when unusable after the retries).
+    output: Value,
+    generation: Option<Generation>,
+    usage: TokenUsage,
+    attempts: u32,
+    failure: Option<String>,
+    /// The step's message as first sent (retries append a correction after it).
+    prompt: String,
 }

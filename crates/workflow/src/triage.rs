@@ -79,6 +79,8 @@ pub struct StepReport {
     /// Model calls the step made (more than one after a retry).
     pub attempts: u32,
     pub millis: f64,
+    /// The message the step appended (the rendered prompt; for the frontier, the hand-off).
+    pub prompt: Option<String>,
     pub output: Value,
 }
 
