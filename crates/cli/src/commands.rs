@@ -67,19 +67,9 @@ impl DbArgs {
     }
 }
 
+
 /// Hides a password in a database URL before it is printed.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use careflow_core::redact_url as redact;
 
 pub fn data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CAREFLOW_DATA_DIR") {

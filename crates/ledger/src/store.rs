@@ -16,6 +16,9 @@ use crate::error::LedgerError;
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// Hides the password of a database URL before it is shown.
+pub use careflow_core::redact_url as redact;
+
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -24,19 +27,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Hides the password of a database URL before it is shown.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
 
 /// One priced workflow step of one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

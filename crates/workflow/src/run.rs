@@ -417,19 +417,7 @@ impl TriageWorkflow {
             );
             st.sql = report;
         }
-        let text = step
-            .prompt
-            .as_ref()
-            .map(|p| p.render(&st.vars))
-            .unwrap_or_default();
-        let (_, append) = conv
-            .step(
-                vec![ChatMessage::user(text.clone())],
-                adapter.clone(),
-                None,
-                None,
-            )
-            .await?;
+        let (text, append) = append_prompt(conv, step, st, adapter.clone()).await?;
         usage += append;
         let output = serde_json::json!({
             "record": st.facts.is_some(),
@@ -561,19 +549,7 @@ impl TriageWorkflow {
         .await;
         set_decision_vars(st);
         let adapter = self.adapter_for(&step.def.name);
-        let text = step
-            .prompt
-            .as_ref()
-            .map(|p| p.render(&st.vars))
-            .unwrap_or_default();
-        let (_, usage) = conv
-            .step(
-                vec![ChatMessage::user(text.clone())],
-                adapter.clone(),
-                None,
-                None,
-            )
-            .await?;
+        let (text, usage) = append_prompt(conv, step, st, adapter.clone()).await?;
         let output = serde_json::to_value(&st.validation).unwrap_or(Value::Null);
         st.steps
             .push(self.report(&self.small, step, adapter, usage, 0, t, output, Some(text)));
@@ -1050,6 +1026,24 @@ fn route(
         outcome,
         handoff,
     }
+}
+
+/// Appends the step's rendered prompt to the session without generating (retrieve, validate).
+async fn append_prompt(
+    conv: &mut Conversation,
+    step: &Step,
+    st: &State,
+    adapter: Option<String>,
+) -> Result<(String, TokenUsage), WorkflowError> {
+    let text = step
+        .prompt
+        .as_ref()
+        .map(|p| p.render(&st.vars))
+        .unwrap_or_default();
+    let (_, usage) = conv
+        .step(vec![ChatMessage::user(text.clone())], adapter, None, None)
+        .await?;
+    Ok((text, usage))
 }
 
 /// The decision as template values for the steps after Validate.
