@@ -31,4 +31,5 @@ if [ -z "${CAREFLOW_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" -eq 0 ] && id postgr
   echo "test: PostgreSQL on 127.0.0.1:$PORT" >&2
 fi
 
+scripts/check-deploy.sh
 cargo test --release --workspace -- --test-threads=1 "$@"

@@ -56,6 +56,8 @@ pub struct FileConfig {
     pub prices: PricesConfig,
     pub run: WorkflowConfig,
     pub ledger: LedgerConfig,
+    /// `careflow serve`: listen address, limits, queue, patient-token issuer.
+    pub gateway: careflow_gateway::GatewayConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

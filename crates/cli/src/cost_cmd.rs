@@ -94,10 +94,10 @@ struct VolumeOut {
 }
 
 #[derive(Serialize)]
-struct Strategy {
-    label: String,
+pub(crate) struct Strategy {
+    pub(crate) label: String,
     #[serde(flatten)]
-    projection: Projection,
+    pub(crate) projection: Projection,
 }
 
 #[derive(Serialize)]
@@ -260,7 +260,7 @@ async fn measure(a: &CostArgs, prices: &Prices) -> Result<Measured> {
 }
 
 /// 1234567 -> "1,234,567".
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let head = s.len() % 3;
     let mut parts: Vec<&str> = Vec::with_capacity(s.len() / 3 + 1);
@@ -276,7 +276,7 @@ fn thousands(n: u64) -> String {
 }
 
 /// Dollars: whole dollars with separators from $100, cents from $1, else 4 significant digits.
-fn usd(x: f64) -> String {
+pub(crate) fn usd(x: f64) -> String {
     if x >= 100.0 {
         format!("${}", thousands(x.round() as u64))
     } else if x >= 1.0 {
@@ -289,7 +289,7 @@ fn usd(x: f64) -> String {
 }
 
 /// Tokens: 250,000,000 -> "250.0M".
-fn tokens(n: f64) -> String {
+pub(crate) fn tokens(n: f64) -> String {
     if n >= 1e9 {
         format!("{:.1}B", n / 1e9)
     } else if n >= 1e6 {
@@ -301,7 +301,9 @@ fn tokens(n: f64) -> String {
     }
 }
 
-fn strategy_rows<'a>(strategies: impl IntoIterator<Item = &'a Strategy>) -> Vec<Vec<String>> {
+pub(crate) fn strategy_rows<'a>(
+    strategies: impl IntoIterator<Item = &'a Strategy>,
+) -> Vec<Vec<String>> {
     strategies
         .into_iter()
         .map(|s| {
@@ -329,7 +331,7 @@ fn strategy_rows<'a>(strategies: impl IntoIterator<Item = &'a Strategy>) -> Vec<
         .collect()
 }
 
-const STRATEGY_HEADERS: [&str; 9] = [
+pub(crate) const STRATEGY_HEADERS: [&str; 9] = [
     "strategy",
     "tier",
     "tokens/day",

@@ -3,13 +3,18 @@
 //! Subcommands: `demo` (the quick start), `triage`, `model`, `db`, `bench`.
 //! Every command that prints a result has `--json` for machines; without it, a table for people.
 
+mod adapters_cmd;
 mod bench;
 mod commands;
 mod config;
 mod cost_cmd;
+mod distill_cmd;
 mod eval_cmd;
+mod keys_cmd;
 mod output;
+mod plan_cmd;
 mod provision;
+mod serve_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -52,15 +57,32 @@ enum Command {
     /// The records database (OMOP CDM subset): init, load-omop, synth, query.
     #[command(subcommand)]
     Db(commands::DbCommand),
-    /// Evaluations: `eval sql` (execution accuracy of model-written SQL).
+    /// The HTTP gateway: triage API, OpenAI-compatible endpoints, API keys, patient tokens,
+    /// limits, audit, metrics; Ctrl-C or SIGTERM drains in-flight requests and stops.
+    Serve(serve_cmd::ServeArgs),
+    /// The gateway's API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
-    Eval(eval_cmd::EvalCommand),
+    Keys(keys_cmd::KeysCommand),
+    /// Evaluations: triage strategies on a suite (`eval --suite`), two reports compared
+    /// (`eval diff`), model-written SQL (`eval sql`).
+    #[command(long_about = eval_cmd::LONG_ABOUT)]
+    Eval(eval_cmd::EvalArgs),
     /// Benchmarks that print figures as ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// What the workflow costs a month: flagship API vs managed small model vs self-hosted.
     #[command(long_about = cost_cmd::LONG_ABOUT)]
     Cost(cost_cmd::CostArgs),
+    /// Distillation: teacher traces per step (`generate`), per-step adapters (`train`), the
+    /// student's agreement with the teacher (`eval`).
+    #[command(subcommand, long_about = distill_cmd::LONG_ABOUT)]
+    Distill(distill_cmd::DistillCommand),
+    /// Trained adapters: their manifests (base model, step, dataset, hyper-parameters, metrics).
+    #[command(subcommand)]
+    Adapters(adapters_cmd::AdaptersCommand),
+    /// Capacity planning: GPUs, replicas and $/month for a daily volume, next to the APIs.
+    #[command(long_about = plan_cmd::LONG_ABOUT)]
+    Plan(plan_cmd::PlanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,9 +111,14 @@ fn main() -> std::process::ExitCode {
             Command::Triage(a) => commands::triage(a).await,
             Command::Model(c) => commands::model(c).await,
             Command::Db(c) => commands::db(c).await,
+            Command::Serve(a) => serve_cmd::run(a).await,
+            Command::Keys(c) => keys_cmd::run(c).await,
             Command::Bench(c) => bench::run(c).await,
             Command::Eval(c) => eval_cmd::run(c).await,
             Command::Cost(a) => cost_cmd::run(a).await,
+            Command::Distill(c) => distill_cmd::run(c).await,
+            Command::Adapters(c) => adapters_cmd::run(c).await,
+            Command::Plan(a) => plan_cmd::run(a).await,
         }
     });
     match result {

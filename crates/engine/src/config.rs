@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A LoRA adapter to load at start-up (GGUF LoRA format).
+/// A LoRA adapter to load at start-up (GGUF LoRA format). `path` is the `.gguf` file, or its
+/// manifest (`.json`, written by `careflow distill train`): the adapter is then loaded by
+/// manifest and refused when it was trained for another base model (see [`crate::manifest`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterConfig {
@@ -117,9 +119,11 @@ impl EngineConfig {
         Ok(())
     }
 
-    /// Starts the embedded engine: loads the model and adapters on the engine thread.
-    pub fn build(self) -> Result<EmbeddedEngine, EngineError> {
+    /// Starts the embedded engine: loads the model and adapters on the engine thread. Adapters
+    /// given by manifest (or with one beside them) are checked against the model first.
+    pub fn build(mut self) -> Result<EmbeddedEngine, EngineError> {
         self.validate()?;
+        self.adapters = crate::manifest::resolve_adapters(&self.model, &self.adapters)?;
         EmbeddedEngine::start(self)
     }
 }

@@ -14,6 +14,15 @@ pub enum EngineError {
         path: PathBuf,
         reason: String,
     },
+    /// The adapter's manifest names another base model than the one being served.
+    #[error("adapter `{name}` was trained for another base model: its manifest {} names sha256 {trained_on}, but the served model {} has sha256 {served}; train it again for this model (careflow distill train) or serve it with its own base", manifest.display(), model.display())]
+    AdapterBaseMismatch {
+        name: String,
+        manifest: PathBuf,
+        trained_on: String,
+        model: PathBuf,
+        served: String,
+    },
     #[error("unknown adapter `{0}` (loaded adapters: {1})")]
     UnknownAdapter(String, String),
     #[error("unknown or closed session {0}")]

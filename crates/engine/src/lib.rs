@@ -9,6 +9,8 @@
 //!   each with its own reply channel. The thread runs a scheduler that decodes all active sessions
 //!   in shared batches (continuous batching), grouped by the adapter they need.
 //! - [`gguf`]: GGUF file checks, and a writer for LoRA adapter files (used to make test adapters).
+//! - [`manifest`]: the manifest beside a trained adapter (base model sha256, step, dataset,
+//!   hyper-parameters, metrics); adapters load by manifest and are refused for another base.
 //!
 //! Why sessions: an agentic workflow appends to one transcript step after step. Keeping the
 //! transcript's KV cells in a llama.cpp sequence means each step computes only its new tokens; the
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod llama;
+pub mod manifest;
 pub mod models;
 
 pub use api::{
@@ -29,3 +32,4 @@ pub use api::{
 pub use config::{AdapterConfig, EngineConfig};
 pub use error::EngineError;
 pub use llama::EmbeddedEngine;
+pub use manifest::{AdapterManifest, BaseModelRef, DatasetRef};

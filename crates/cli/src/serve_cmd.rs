@@ -1,0 +1,98 @@
+//! `careflow serve`: the HTTP gateway (careflow-gateway) on the workflow built exactly as
+//! `careflow triage` builds it, until Ctrl-C or SIGTERM, then a graceful drain.
+
+use crate::commands::{redact, DbArgs, EngineArgs, KnowledgeArgs, SetupArgs};
+use anyhow::{Context, Result};
+use careflow_engine::Engine;
+use careflow_gateway::{AppState, Store, WorkflowService};
+use careflow_records::Records;
+use clap::Args;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on, over the config file's `gateway.listen` [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub knowledge: KnowledgeArgs,
+    #[command(flatten)]
+    pub setup: SetupArgs,
+}
+
+pub async fn run(a: ServeArgs) -> Result<()> {
+    let knowledge = a.knowledge.load()?;
+    let rc = a.setup.resolve(&a.engine, &a.db)?;
+    let mut gateway = rc.file.gateway.clone();
+    if let Some(listen) = a.listen {
+        gateway.listen = listen;
+    }
+    // Checked before the model loads: a bad [gateway] table costs no start-up time.
+    let settings = gateway.build()?;
+    let url = rc.database_url();
+    if let Some(dir) = url
+        .strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p).parent())
+    {
+        std::fs::create_dir_all(dir).ok();
+    }
+    // Patients come from the portal's tokens, so the records are always read.
+    let records = Records::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&url)))?;
+    records.init().await?;
+    let store = Store::connect(&url)
+        .await
+        .with_context(|| format!("opening the gateway tables at {}", redact(&url)))?;
+    let engine: Arc<dyn Engine> = Arc::new(rc.small_engine_config()?.build()?);
+    let mut run = rc.file.run.clone();
+    // The workflow's own deadline (past it the case goes to human review, a decision) comes
+    // before the gateway's (past it the request ends as an error).
+    if run.request_deadline_ms.is_none() {
+        run.request_deadline_ms = Some(gateway.request_deadline_ms / 10 * 9);
+    }
+    let (workflow, ledger) = rc.build(engine.clone(), Some(records), knowledge, run).await?;
+    let warmed = workflow.warm().await?;
+    eprintln!(
+        "shared prefix: {} tokens computed once, {} from cache",
+        warmed.computed, warmed.reused
+    );
+    let service = WorkflowService::new(Arc::new(workflow), engine, ledger);
+    let listen = settings.listen;
+    let state = AppState::new(settings, Arc::new(service), store).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!(
+        "careflow gateway on http://{} (OpenAPI at /openapi.json); Ctrl-C drains and stops",
+        listener.local_addr()?
+    );
+    careflow_gateway::run(listener, state, shutdown_signal()).await?;
+    eprintln!("stopped: every accepted request has its stored outcome");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what a container runtime sends).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

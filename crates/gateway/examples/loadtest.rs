@@ -1,0 +1,377 @@
+//! Load test of the gateway on loopback, with its own load generator (hyper HTTP/1.1
+//! clients, one per connection, on a runtime of their own).
+//!
+//! ```text
+//! cargo run --release -p careflow-gateway --example loadtest -- --noop [--requests N]
+//!     [--concurrency C] [--rate R] [--json]
+//! cargo run --release -p careflow-gateway --example loadtest -- [--requests 8] [--concurrency 2]
+//! ```
+//!
+//! `--noop`: the engine replaced by `NoopService`. The same requests are first run against
+//! the service directly (no HTTP, no auth, no database), then through the gateway (API key,
+//! patient token, validation, queue, `accepted` + `done` + audit rows in SQLite), in the
+//! same run, and the difference is the gateway's own overhead. `--rate` paces the senders
+//! to a target request rate (default: as fast as the connections go). `--database URL`
+//! puts the gateway's tables elsewhere (default: a SQLite file in a temporary directory).
+//! Without `--noop`: the full workflow on the default model (no records: no patient).
+
+use bytes::Bytes;
+use careflow_core::{PatientId, PatientMessage};
+use careflow_gateway::{
+    create_key, AppState, GatewayConfig, JwtAlgorithm, JwtConfig, NoopService, Role, Store,
+    TriageJob, TriageService, WorkflowService,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    noop: bool,
+    requests: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    json: bool,
+    database: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        noop: false,
+        requests: 0,
+        concurrency: 0,
+        rate: None,
+        json: false,
+        database: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name}: a value is required"));
+        match flag.as_str() {
+            "--noop" => a.noop = true,
+            "--json" => a.json = true,
+            "--requests" => a.requests = value("--requests")?.parse().map_err(|e| format!("--requests: {e}"))?,
+            "--concurrency" => a.concurrency = value("--concurrency")?.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--rate" => a.rate = Some(value("--rate")?.parse().map_err(|e| format!("--rate: {e}"))?),
+            "--database" => a.database = Some(value("--database")?),
+            "--bench" => {} // passed by `cargo bench`-style runners
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.requests == 0 {
+        a.requests = if a.noop { 20_000 } else { 8 };
+    }
+    if a.concurrency == 0 {
+        a.concurrency = if a.noop { 32 } else { 2 };
+    }
+    Ok(a)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Stats {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn stats(mut lat: Vec<f64>, errors: usize, seconds: f64) -> Stats {
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1]
+    };
+    Stats {
+        requests: lat.len() + errors,
+        errors,
+        seconds,
+        requests_per_second: (lat.len() + errors) as f64 / seconds,
+        p50_ms: q(0.50),
+        p99_ms: q(0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// Sends `n` requests over `c` connections (paced to `rate` in total, if given).
+async fn drive(
+    addr: std::net::SocketAddr,
+    headers: Vec<(&'static str, String)>,
+    n: usize,
+    c: usize,
+    rate: Option<f64>,
+) -> Result<Stats, String> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (next, headers) = (next.clone(), headers.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if let Some(r) = rate {
+                    let at = start + Duration::from_secs_f64(i as f64 / r);
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let body = json!({"message": format!("I have had a mild cough for {} days.", i % 7 + 1)}).to_string();
+                let mut req = hyper::Request::post("/v1/triage").header("host", "127.0.0.1");
+                for (k, v) in &headers {
+                    req = req.header(*k, v);
+                }
+                let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                sender.ready().await.map_err(|e| e.to_string())?;
+                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+                let ok = resp.status() == 200;
+                resp.into_body().collect().await.map_err(|e| e.to_string())?;
+                if ok {
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    errors += 1;
+                }
+            }
+            Ok::<_, String>((lat, errors))
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.map_err(|e| e.to_string())??;
+        lat.extend(l);
+        errors += e;
+    }
+    Ok(stats(lat, errors, start.elapsed().as_secs_f64()))
+}
+
+/// The same work without HTTP: `c` tasks calling the service directly.
+async fn direct(service: Arc<dyn TriageService>, n: usize, c: usize) -> Stats {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (next, service) = (next.clone(), service.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let Ok(message) = PatientMessage::parse("I have had a mild cough for 3 days.") else {
+                    errors += 1;
+                    continue;
+                };
+                let job = TriageJob { request_id: "direct".into(), message, patient: Some(PatientId(1)) };
+                let t = Instant::now();
+                match service.triage(job).await {
+                    Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            errors += e;
+        }
+    }
+    stats(lat, errors, start.elapsed().as_secs_f64())
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let a = args()?;
+    // The server and the load generator get a runtime each, so neither steals the other's
+    // scheduler; on a 2-core machine they still share the cores (noted in the results).
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let db_url = a
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("loadtest.db").display()));
+
+    let (service, model): (Arc<dyn TriageService>, String) = if a.noop {
+        (Arc::new(NoopService::new()), "noop".into())
+    } else {
+        server_rt.block_on(real_service())?
+    };
+
+    // An issuer for patient tokens (the portal's), so the measured path verifies one.
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
+    let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+    spki.extend_from_slice(ring::signature::KeyPair::public_key(&pair).as_ref());
+    use base64::Engine as _;
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&spki)
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(0);
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &json!({"sub": "1", "iss": "portal", "aud": "careflow", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut config = GatewayConfig {
+        queue_depth: a.requests.max(64),
+        workers: if a.noop { a.concurrency } else { 2 },
+        request_deadline_ms: 600_000,
+        jwt: Some(JwtConfig {
+            issuer: "portal".into(),
+            audience: "careflow".into(),
+            algorithm: JwtAlgorithm::EdDSA,
+            public_key_pem: Some(pem),
+            public_key_pem_path: None,
+            leeway_s: 0,
+        }),
+        ..Default::default()
+    };
+    config.rate_limit.per_key_per_second = 0.0;
+    let settings = config.build().map_err(|e| e.to_string())?;
+    let (addr, portal, admin, shutdown) = server_rt.block_on(async {
+        let store = Store::connect(&db_url).await.map_err(|e| e.to_string())?;
+        let (_, portal) = create_key(&store, "load-portal", Role::Portal).await.map_err(|e| e.to_string())?;
+        let (_, admin) = create_key(&store, "load-admin", Role::Admin).await.map_err(|e| e.to_string())?;
+        let state = AppState::new(settings, service.clone(), store).await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(careflow_gateway::run(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Ok::<_, String>((addr, portal, admin, tx))
+    })?;
+
+    // The noop measures the portal path (API key + patient token); the real workflow has no
+    // records here, so it runs as admin without a patient.
+    let headers = if a.noop {
+        vec![
+            ("authorization", format!("Bearer {portal}")),
+            ("content-type", "application/json".to_string()),
+            ("x-patient-token", token),
+        ]
+    } else {
+        vec![
+            ("authorization", format!("Bearer {admin}")),
+            ("content-type", "application/json".to_string()),
+        ]
+    };
+    // Warm-up: connections, caches, the SQLite file.
+    let warm = a.requests.min(if a.noop { 500 } else { 1 });
+    client_rt.block_on(drive(addr, headers.clone(), warm, a.concurrency.min(warm), None))?;
+    let direct_stats = if a.noop {
+        Some(server_rt.block_on(direct(service.clone(), a.requests, a.concurrency)))
+    } else {
+        None
+    };
+    let http = client_rt.block_on(drive(addr, headers, a.requests, a.concurrency, a.rate))?;
+    let _ = shutdown.send(());
+
+    let report = json!({
+        "service": if a.noop { "noop" } else { "workflow" },
+        "model": model,
+        "requests": a.requests,
+        "concurrency": a.concurrency,
+        "target_rate": a.rate,
+        "http": http,
+        "direct": direct_stats,
+        "added_ms": direct_stats.as_ref().map(|d| json!({
+            "p50": http.p50_ms - d.p50_ms,
+            "p99": http.p99_ms - d.p99_ms,
+        })),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "note": "server (2 worker threads) and load generator (1 thread) share this machine's cores",
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    println!(
+        "gateway load test ({} service, model {model}): {} requests, {} connections{}",
+        if a.noop { "no-op" } else { "workflow" },
+        a.requests,
+        a.concurrency,
+        a.rate.map(|r| format!(", paced to {r:.0}/s")).unwrap_or_default()
+    );
+    println!(
+        "  through HTTP:   {:>8.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
+        http.requests_per_second, http.p50_ms, http.p99_ms, http.max_ms, http.errors
+    );
+    if let Some(d) = &direct_stats {
+        println!(
+            "  service alone:  {:>8.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
+            d.requests_per_second, d.p50_ms, d.p99_ms, d.max_ms, d.errors
+        );
+        println!(
+            "  added by the gateway: p50 {:.3} ms, p99 {:.3} ms",
+            http.p50_ms - d.p50_ms,
+            http.p99_ms - d.p99_ms
+        );
+    }
+    Ok(())
+}
+
+async fn real_service() -> Result<(Arc<dyn TriageService>, String), String> {
+    use careflow_engine::{models, EngineConfig};
+    let path = models::default_model_path();
+    if !path.is_file() {
+        return Err(format!("{} is not cached (careflow model pull smollm2-135m)", path.display()));
+    }
+    let threads = std::env::var("CAREFLOW_THREADS").ok().and_then(|t| t.parse().ok());
+    let engine = Arc::new(
+        EngineConfig { threads, ..EngineConfig::for_model(&path) }
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
+    let wf = careflow_workflow::TriageWorkflow::new(
+        engine.clone(),
+        None,
+        careflow_knowledge::RuleSet::embedded().map_err(|e| e.to_string())?,
+        careflow_knowledge::Guidelines::embedded().map_err(|e| e.to_string())?,
+        careflow_workflow::WorkflowConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    wf.warm().await.map_err(|e| e.to_string())?;
+    let name = careflow_engine::Engine::info(engine.as_ref()).name.clone();
+    Ok((Arc::new(WorkflowService::new(Arc::new(wf), engine, None)), name))
+}

@@ -1,0 +1,231 @@
+//! The gateway's settings: [`GatewayConfig`] is data (the `[gateway]` table of `careflow.toml`);
+//! [`GatewayConfig::build`] checks it and loads what it names (the patient-token key) into
+//! [`Settings`], so a bad file stops the server before it listens, with the field named.
+
+use crate::auth::PatientTokens;
+use crate::GatewayError;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to listen on (`--listen` overrides it).
+    pub listen: String,
+    /// Largest request body accepted; larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// Requests that may wait for a worker; past it new requests get 429 with Retry-After.
+    pub queue_depth: usize,
+    /// Workflow runs in flight at once (the embedded engine batches them).
+    pub workers: usize,
+    /// A request not finished by then (queue wait included) ends as `error: deadline`, 504.
+    pub request_deadline_ms: u64,
+    /// On shutdown, how long in-flight and queued work may still finish before it is
+    /// stored as `error: shutdown`.
+    pub shutdown_grace_ms: u64,
+    /// How long a verified API key is trusted without reading the database again: a key
+    /// revoked by another process (`careflow keys revoke`) stops working within this time.
+    pub key_cache_ms: u64,
+    /// Most tokens one `/v1/chat/completions` call may generate.
+    pub chat_max_tokens: usize,
+    pub rate_limit: RateLimitConfig,
+    /// The portal's patient tokens; without it, portal keys cannot submit or read.
+    pub jwt: Option<JwtConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 64 * 1024,
+            queue_depth: 64,
+            workers: 2,
+            request_deadline_ms: 120_000,
+            shutdown_grace_ms: 30_000,
+            key_cache_ms: 2_000,
+            chat_max_tokens: 512,
+            rate_limit: RateLimitConfig::default(),
+            jwt: None,
+        }
+    }
+}
+
+/// A token bucket per API key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per key; 0 turns the limit off.
+    pub per_key_per_second: f64,
+    /// Requests a key may make at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_key_per_second: 20.0,
+            burst: 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    EdDSA,
+    RS256,
+}
+
+/// How patient tokens issued by the portal are verified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud`.
+    pub audience: String,
+    pub algorithm: JwtAlgorithm,
+    /// The issuer's public key (PEM) in a file…
+    #[serde(default)]
+    pub public_key_pem_path: Option<PathBuf>,
+    /// …or inline.
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// Clock skew tolerated on `exp`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Checked settings, ready to serve with.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub queue_depth: usize,
+    pub workers: usize,
+    pub request_deadline: Duration,
+    pub shutdown_grace: Duration,
+    pub key_cache: Duration,
+    pub chat_max_tokens: usize,
+    pub rate_limit: RateLimitConfig,
+    pub patient_tokens: Option<PatientTokens>,
+}
+
+impl GatewayConfig {
+    /// Checks every field and loads the patient-token key; errors name the field.
+    pub fn build(&self) -> Result<Settings, GatewayError> {
+        let bad = |field: &str, reason: String| GatewayError::Config {
+            field: format!("gateway.{field}"),
+            reason,
+        };
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| bad("listen", format!("`{}`: {e}", self.listen)))?;
+        if self.body_limit_bytes < 1024 {
+            return Err(bad("body_limit_bytes", "must be at least 1024".into()));
+        }
+        if self.queue_depth == 0 {
+            return Err(bad("queue_depth", "must be at least 1".into()));
+        }
+        if self.workers == 0 {
+            return Err(bad("workers", "must be at least 1".into()));
+        }
+        if self.request_deadline_ms == 0 {
+            return Err(bad("request_deadline_ms", "must be at least 1".into()));
+        }
+        if self.chat_max_tokens == 0 {
+            return Err(bad("chat_max_tokens", "must be at least 1".into()));
+        }
+        let r = &self.rate_limit;
+        if !r.per_key_per_second.is_finite() || r.per_key_per_second < 0.0 {
+            return Err(bad(
+                "rate_limit.per_key_per_second",
+                "must be a non-negative number (0 turns the limit off)".into(),
+            ));
+        }
+        if r.per_key_per_second > 0.0 && r.burst == 0 {
+            return Err(bad(
+                "rate_limit.burst",
+                "must be at least 1 when a rate is set".into(),
+            ));
+        }
+        let patient_tokens = match &self.jwt {
+            Some(j) => Some(PatientTokens::from_config(j)?),
+            None => None,
+        };
+        Ok(Settings {
+            listen,
+            body_limit_bytes: self.body_limit_bytes,
+            queue_depth: self.queue_depth,
+            workers: self.workers,
+            request_deadline: Duration::from_millis(self.request_deadline_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            key_cache: Duration::from_millis(self.key_cache_ms),
+            chat_max_tokens: self.chat_max_tokens,
+            rate_limit: self.rate_limit.clone(),
+            patient_tokens,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(c: GatewayConfig) -> String {
+        match c.build() {
+            Err(GatewayError::Config { field, .. }) => field,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn defaults_build_and_bad_fields_are_named() {
+        assert!(GatewayConfig::default().build().is_ok());
+        let c = GatewayConfig {
+            listen: "nowhere".into(),
+            ..Default::default()
+        };
+        assert_eq!(field_of(c), "gateway.listen");
+        let c = GatewayConfig {
+            workers: 0,
+            ..Default::default()
+        };
+        assert_eq!(field_of(c), "gateway.workers");
+        let mut c = GatewayConfig::default();
+        c.rate_limit.per_key_per_second = f64::NAN;
+        assert_eq!(field_of(c), "gateway.rate_limit.per_key_per_second");
+        let c = GatewayConfig {
+            jwt: Some(JwtConfig {
+                issuer: "portal".into(),
+                audience: "careflow".into(),
+                algorithm: JwtAlgorithm::EdDSA,
+                public_key_pem_path: None,
+                public_key_pem: None,
+                leeway_s: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(field_of(c), "gateway.jwt.public_key_pem");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = toml_like("{\"queue_depht\": 3}");
+        assert!(e.contains("queue_depht"), "{e}");
+    }
+
+    fn toml_like(json: &str) -> String {
+        match serde_json::from_str::<GatewayConfig>(json) {
+            Err(e) => e.to_string(),
+            Ok(_) => "accepted".into(),
+        }
+    }
+}

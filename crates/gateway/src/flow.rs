@@ -1,0 +1,211 @@
+//! A triage request from acceptance to its stored ending.
+//!
+//! [`submit`] runs in a task of its own (not in the HTTP handler), so a client that hangs
+//! up cannot leave a request accepted without an ending: take a queue slot (or be refused,
+//! stored as `rejected`), store the request as `accepted`, queue the work. The work
+//! ([`run`]) stores `done` + the audit row, or `error` with its kind — on the service's
+//! failure, at the deadline, or at the end of the shutdown grace — then answers the handler.
+
+use crate::queue::Ctx;
+use crate::service::TriageJob;
+use crate::state::AppState;
+use crate::store::{AuditRecord, Ending, NewRequest, RequestRow};
+use crate::GatewayError;
+use careflow_core::{PatientId, PatientMessage};
+use careflow_workflow::TriageOutcome;
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// An authenticated, validated request about to be submitted.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub request_id: String,
+    pub key_id: String,
+    pub role: &'static str,
+    pub patient: Option<PatientId>,
+    pub message: PatientMessage,
+    pub message_sha256: String,
+    pub idempotency_key: Option<String>,
+    pub received: Instant,
+}
+
+/// How a submission ended for the handler.
+pub enum Submitted {
+    /// The outcome and its JSON as stored.
+    Done(Box<TriageOutcome>, String),
+    /// The idempotency key was already taken (a concurrent retry won): answer with that row.
+    Duplicate(Box<RequestRow>),
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError> {
+    let new = NewRequest {
+        request_id: a.request_id.clone(),
+        api_key_id: a.key_id.clone(),
+        patient_id: a.patient.map(|p| p.0),
+        idempotency_key: a.idempotency_key.clone(),
+        message_sha256: a.message_sha256.clone(),
+    };
+    let slot = match st.queue.reserve() {
+        Ok(slot) => slot,
+        Err(e) => {
+            st.metrics.outcomes.with_label_values(&["rejected"]).inc();
+            if let Err(db) = st.store.reject(&new, e.kind()).await {
+                tracing::error!(request_id = %a.request_id, error = %db, "could not store a refused request");
+            }
+            return Err(e);
+        }
+    };
+    if !st.store.accept(&new).await? {
+        drop(slot);
+        let row = match &a.idempotency_key {
+            Some(k) => st.store.request_by_idempotency_key(&a.key_id, k).await?,
+            None => None,
+        };
+        return row
+            .map(|r| Submitted::Duplicate(Box::new(r)))
+            .ok_or_else(|| GatewayError::Service("request id collision".into()));
+    }
+    let (tx, rx) = oneshot::channel();
+    let deadline = a.received + st.settings.request_deadline;
+    let state = st.clone();
+    slot.send(
+        Box::new(move |ctx| Box::pin(run(state, a, ctx, tx))),
+        deadline,
+    );
+    rx.await
+        .map_err(|_| GatewayError::Service("the worker ended without an answer".into()))?
+}
+
+type Reply = oneshot::Sender<Result<Submitted, GatewayError>>;
+
+async fn run(st: AppState, a: Accepted, ctx: Ctx, reply: Reply) {
+    let deadline_ms = st.settings.request_deadline.as_millis() as u64;
+    if ctx.cancel.is_cancelled() {
+        end(&st, &a, Err(GatewayError::ShuttingDown), reply).await;
+        return;
+    }
+    if Instant::now() >= ctx.deadline {
+        end(&st, &a, Err(GatewayError::DeadlineExceeded(deadline_ms)), reply).await;
+        return;
+    }
+    let job = TriageJob {
+        request_id: a.request_id.clone(),
+        message: a.message.clone(),
+        patient: a.patient,
+    };
+    let service = st.service.clone();
+    let work = service.triage(job);
+    tokio::pin!(work);
+    let result = tokio::select! {
+        r = &mut work => r,
+        _ = ctx.cancel.cancelled() => Err(GatewayError::ShuttingDown),
+        _ = tokio::time::sleep_until(ctx.deadline.into()) => {
+            end(&st, &a, Err(GatewayError::DeadlineExceeded(deadline_ms)), reply).await;
+            // The work goes on to its end rather than being dropped mid-step: a dropped
+            // workflow would leave its engine session open. Its late result is not stored
+            // (the deadline ended the request) — only its cost reaches the ledger.
+            tokio::select! {
+                _ = &mut work => tracing::info!(request_id = %a.request_id, "finished after its deadline"),
+                _ = ctx.cancel.cancelled() => {}
+            }
+            return;
+        }
+    };
+    end(&st, &a, result, reply).await;
+}
+
+/// Stores the ending (the first one wins), counts it, logs it, answers the handler.
+async fn end(st: &AppState, a: &Accepted, result: Result<TriageOutcome, GatewayError>, reply: Reply) {
+    let elapsed_ms = a.received.elapsed().as_secs_f64() * 1000.0;
+    // Only a prefix of the message's hash is logged, never the text.
+    let sha = &a.message_sha256[..12];
+    let answer = match result {
+        Ok(outcome) => match serde_json::to_string(&outcome) {
+            Ok(json) => {
+                let ending = Ending::Done {
+                    outcome_json: json.clone(),
+                    audit: Box::new(audit_record(a, &outcome)),
+                };
+                store(st, a, &ending).await;
+                st.metrics.outcomes.with_label_values(&["done"]).inc();
+                st.metrics.record_outcome(&outcome);
+                tracing::info!(
+                    request_id = %a.request_id, key_id = %a.key_id, status = "done",
+                    disposition = outcome.disposition.label(), decided_by = %outcome.route.decided_by,
+                    message_sha256 = sha, elapsed_ms, "triage"
+                );
+                Ok(Submitted::Done(Box::new(outcome), json))
+            }
+            Err(e) => Err(GatewayError::Service(format!("serialising the outcome: {e}"))),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &answer {
+        let ending = Ending::Error {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+        };
+        store(st, a, &ending).await;
+        st.metrics.outcomes.with_label_values(&["error"]).inc();
+        st.metrics.errors.with_label_values(&[e.kind()]).inc();
+        tracing::warn!(
+            request_id = %a.request_id, key_id = %a.key_id, status = "error", kind = e.kind(),
+            message_sha256 = sha, elapsed_ms, "triage"
+        );
+    }
+    // The handler may be gone (client hung up): the ending is stored either way.
+    let _ = reply.send(answer);
+}
+
+async fn store(st: &AppState, a: &Accepted, ending: &Ending) {
+    match st.store.finish(&a.request_id, ending).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(request_id = %a.request_id, "already ended (deadline or shutdown first)")
+        }
+        Err(e) => {
+            st.metrics.errors.with_label_values(&["database"]).inc();
+            tracing::error!(request_id = %a.request_id, error = %e, "could not store the request's ending");
+        }
+    }
+}
+
+fn audit_record(a: &Accepted, o: &TriageOutcome) -> AuditRecord {
+    let mut tiers: Vec<&str> = Vec::new();
+    for s in &o.steps {
+        if !tiers.contains(&s.tier.as_str()) {
+            tiers.push(&s.tier);
+        }
+    }
+    let models: Vec<serde_json::Value> = o
+        .steps
+        .iter()
+        .map(|s| serde_json::json!({"step": s.step, "tier": s.tier, "model": s.model, "adapter": s.adapter}))
+        .collect();
+    let rules: Vec<&str> = o.rules_fired.iter().map(|r| r.id.as_str()).collect();
+    let decision = serde_json::to_value(o.decision)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    AuditRecord {
+        request_id: a.request_id.clone(),
+        api_key_id: a.key_id.clone(),
+        role: a.role.to_string(),
+        patient_id: a.patient.map(|p| p.0),
+        message_sha256: a.message_sha256.clone(),
+        workflow: o.workflow.clone(),
+        disposition: o.disposition.label().to_string(),
+        decision,
+        decided_by: o.route.decided_by.clone(),
+        escalated: o.route.escalated,
+        rules_fired: serde_json::to_string(&rules).unwrap_or_default(),
+        tiers: serde_json::to_string(&tiers).unwrap_or_default(),
+        models: serde_json::to_string(&models).unwrap_or_default(),
+        cost_usd: if o.cost_usd.is_finite() { o.cost_usd } else { 0.0 },
+    }
+}

@@ -1,0 +1,8 @@
+//! The HTTP handlers, one file per family of routes. Each one authenticates through
+//! [`crate::state::AppState`], validates through [`crate::validate`], and returns
+//! [`crate::api_error::ApiError`] on failure.
+
+pub mod keys;
+pub mod openai;
+pub mod ops;
+pub mod triage;

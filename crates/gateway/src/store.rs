@@ -1,0 +1,753 @@
+//! The gateway's tables, on SQLite or PostgreSQL (the same URLs as the records database and
+//! the ledger), created at start if missing:
+//!
+//! - `api_keys`: id, name, role, salt and HMAC-SHA256 of the secret, created, revoked;
+//! - `triage_requests`: one row per accepted (or refused-for-overload) request; written as
+//!   `accepted` before the work is queued and finished exactly once as `done` (with the
+//!   outcome JSON) or `error` (with its kind), so every accepted request ends with a stored
+//!   outcome — the update only applies to a row still `accepted`, so the first ending wins;
+//! - `audit_log`: append-only, one row per decision, written in the same transaction as the
+//!   request's `done`; triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL).
+//!
+//! The request path's writes (accept, reject, finish) go through one writer task that
+//! commits whatever has queued up in one transaction (group commit); each caller still
+//! waits for its own write to be committed.
+
+use crate::GatewayError;
+use careflow_ledger::{now_ms, redact};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` once per backend with `$p` bound to the concrete pool (both drivers accept
+/// `$1` placeholders, so one SQL text serves both).
+macro_rules! on_backend {
+    ($value:expr, $p:ident => $body:expr) => {
+        match $value {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+const SQLITE_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('portal', 'clinician', 'admin')),
+        salt TEXT NOT NULL,
+        secret_hmac TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        revoked_at_ms BIGINT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS triage_requests (
+        request_id TEXT PRIMARY KEY,
+        api_key_id TEXT NOT NULL,
+        patient_id BIGINT NULL,
+        idempotency_key TEXT NULL,
+        message_sha256 TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('accepted', 'done', 'error', 'rejected')),
+        created_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT NULL,
+        outcome TEXT NULL,
+        error_kind TEXT NULL,
+        error TEXT NULL
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS triage_requests_idempotency
+        ON triage_requests (api_key_id, idempotency_key)",
+    "CREATE INDEX IF NOT EXISTS triage_requests_status ON triage_requests (status, created_at_ms)",
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms BIGINT NOT NULL,
+        request_id TEXT NOT NULL,
+        api_key_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        patient_id BIGINT NULL,
+        message_sha256 TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        disposition TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        decided_by TEXT NOT NULL,
+        escalated BOOLEAN NOT NULL,
+        rules_fired TEXT NOT NULL,
+        tiers TEXT NOT NULL,
+        models TEXT NOT NULL,
+        cost_usd REAL NOT NULL
+    )",
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+];
+
+const POSTGRES_SCHEMA: &[&str] = &[
+    // Two processes creating the tables at once would collide in the catalog: serialise.
+    "SELECT pg_advisory_xact_lock(4242031200)",
+    "CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('portal', 'clinician', 'admin')),
+        salt TEXT NOT NULL,
+        secret_hmac TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        revoked_at_ms BIGINT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS triage_requests (
+        request_id TEXT PRIMARY KEY,
+        api_key_id TEXT NOT NULL,
+        patient_id BIGINT NULL,
+        idempotency_key TEXT NULL,
+        message_sha256 TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('accepted', 'done', 'error', 'rejected')),
+        created_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT NULL,
+        outcome TEXT NULL,
+        error_kind TEXT NULL,
+        error TEXT NULL
+    )",
+    "CREATE UNIQUE INDEX IF NOT EXISTS triage_requests_idempotency
+        ON triage_requests (api_key_id, idempotency_key)",
+    "CREATE INDEX IF NOT EXISTS triage_requests_status ON triage_requests (status, created_at_ms)",
+    "CREATE TABLE IF NOT EXISTS audit_log (
+        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        at_ms BIGINT NOT NULL,
+        request_id TEXT NOT NULL,
+        api_key_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        patient_id BIGINT NULL,
+        message_sha256 TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        disposition TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        decided_by TEXT NOT NULL,
+        escalated BOOLEAN NOT NULL,
+        rules_fired TEXT NOT NULL,
+        tiers TEXT NOT NULL,
+        models TEXT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE OR REPLACE FUNCTION careflow_audit_log_refuse() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+    "CREATE OR REPLACE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION careflow_audit_log_refuse()",
+    "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION careflow_audit_log_refuse()",
+];
+
+/// A stored API key, without its secret material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A stored API key with what verifies its secret.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub record: ApiKeyRecord,
+    pub salt: String,
+    pub secret_hmac: String,
+}
+
+/// A row of `triage_requests`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestRow {
+    pub request_id: String,
+    pub api_key_id: String,
+    pub patient_id: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub message_sha256: String,
+    pub status: String,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    /// The outcome JSON (status `done`).
+    pub outcome: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A request as it is accepted.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub request_id: String,
+    pub api_key_id: String,
+    pub patient_id: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub message_sha256: String,
+}
+
+/// A write of the request path, done by the writer task (see [`Store::connect`]).
+enum Write {
+    Accept(NewRequest),
+    Reject(NewRequest, String),
+    Finish(String, Ending),
+}
+
+type WriteReply = oneshot::Sender<Result<bool, GatewayError>>;
+
+/// Writes of the request path queue here and are committed in groups.
+const MAX_BATCH: usize = 256;
+
+/// One decision, as the audit log records it (no patient text: the message's hash only).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub request_id: String,
+    pub api_key_id: String,
+    pub role: String,
+    pub patient_id: Option<i64>,
+    pub message_sha256: String,
+    pub workflow: String,
+    pub disposition: String,
+    pub decision: String,
+    pub decided_by: String,
+    pub escalated: bool,
+    /// JSON array of rule ids.
+    pub rules_fired: String,
+    /// JSON array of the tiers that ran, in order, each once.
+    pub tiers: String,
+    /// JSON array of `{step, tier, model, adapter}`.
+    pub models: String,
+    pub cost_usd: f64,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    Done {
+        outcome_json: String,
+        audit: Box<AuditRecord>,
+    },
+    Error {
+        kind: String,
+        message: String,
+    },
+}
+
+type RequestTuple = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+const REQUEST_COLUMNS: &str = "request_id, api_key_id, patient_id, idempotency_key, \
+     message_sha256, status, created_at_ms, finished_at_ms, outcome, error_kind, error";
+
+fn request_row(t: RequestTuple) -> RequestRow {
+    RequestRow {
+        request_id: t.0,
+        api_key_id: t.1,
+        patient_id: t.2,
+        idempotency_key: t.3,
+        message_sha256: t.4,
+        status: t.5,
+        created_at_ms: t.6,
+        finished_at_ms: t.7,
+        outcome: t.8,
+        error_kind: t.9,
+        error: t.10,
+    }
+}
+
+type AuditTuple = (
+    String,
+    String,
+    String,
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    String,
+    String,
+    String,
+    f64,
+);
+
+/// A handle on the gateway's tables (cheap to clone: it wraps a connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+    writer: mpsc::Sender<(Write, WriteReply)>,
+}
+
+impl Store {
+    /// Connects and creates the tables if missing. `url`: `sqlite://PATH`, `sqlite::memory:`
+    /// or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store, GatewayError> {
+        let shown = redact(url);
+        let bad = |reason: &str| GatewayError::BadUrl {
+            url: shown.clone(),
+            reason: reason.to_string(),
+        };
+        let context = format!("connecting to {shown}");
+        let pool = if url == "sqlite::memory:" || url == "sqlite://:memory:" {
+            // Each connection would get its own empty database: keep exactly one, forever.
+            let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(|e| bad(&e.to_string()))?;
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(opts)
+                    .await
+                    .map_err(GatewayError::db(context))?,
+            )
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+            if path.is_empty() {
+                return Err(bad("no file path after `sqlite://`"));
+            }
+            let path = Path::new(path);
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|cause| GatewayError::Io {
+                    context: format!("creating {}", parent.display()),
+                    cause,
+                })?;
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .busy_timeout(Duration::from_secs(30))
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            // SQLite has one writer, and the request path's writes all go through the writer
+            // task: two connections, one for it and one for reads (WAL lets them overlap),
+            // keep SQLite's busy handler, whose sleeps would dominate the latency, for the
+            // rare key writes.
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .min_connections(1)
+                    .connect_with(opts)
+                    .await
+                    .map_err(GatewayError::db(context))?,
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).map_err(|e| bad(&e.to_string()))?;
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await
+                    .map_err(GatewayError::db(context))?,
+            )
+        } else {
+            return Err(bad("expected sqlite://PATH, sqlite::memory: or postgres://…"));
+        };
+        // Group commit: every request writes twice (accepted, then its ending), and one
+        // commit per write made the WAL writes of SQLite the gateway's bottleneck. One
+        // writer task takes what has queued up and commits it in one transaction.
+        let (writer, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(write_loop(pool.clone(), rx));
+        let store = Store { pool, writer };
+        store.create_schema().await?;
+        Ok(store)
+    }
+
+    async fn create_schema(&self) -> Result<(), GatewayError> {
+        let statements = match &self.pool {
+            Pool::Sqlite(_) => SQLITE_SCHEMA,
+            Pool::Postgres(_) => POSTGRES_SCHEMA,
+        };
+        let ctx = "creating the gateway tables";
+        on_backend!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(GatewayError::db(ctx))?;
+            for sql in statements {
+                sqlx::query(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(GatewayError::db(ctx))?;
+            }
+            tx.commit().await.map_err(GatewayError::db(ctx))?;
+        });
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), GatewayError> {
+        on_backend!(&self.pool, p => {
+            sqlx::query("SELECT 1")
+                .execute(p)
+                .await
+                .map_err(GatewayError::db("ping"))?;
+        });
+        Ok(())
+    }
+
+    pub async fn insert_key(&self, key: &StoredKey) -> Result<(), GatewayError> {
+        let r = &key.record;
+        on_backend!(&self.pool, p => {
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, role, salt, secret_hmac, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&r.id)
+            .bind(&r.name)
+            .bind(&r.role)
+            .bind(&key.salt)
+            .bind(&key.secret_hmac)
+            .bind(r.created_at_ms)
+            .execute(p)
+            .await
+            .map_err(GatewayError::db("creating an API key"))?;
+        });
+        Ok(())
+    }
+
+    pub async fn find_key(&self, id: &str) -> Result<Option<StoredKey>, GatewayError> {
+        type Row = (String, String, String, String, String, i64, Option<i64>);
+        let row: Option<Row> = on_backend!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT id, name, role, salt, secret_hmac, created_at_ms, revoked_at_ms \
+                 FROM api_keys WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await
+            .map_err(GatewayError::db("reading an API key"))?
+        });
+        Ok(row.map(|(id, name, role, salt, secret_hmac, created_at_ms, revoked_at_ms)| {
+            StoredKey {
+                record: ApiKeyRecord {
+                    id,
+                    name,
+                    role,
+                    created_at_ms,
+                    revoked_at_ms,
+                },
+                salt,
+                secret_hmac,
+            }
+        }))
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, GatewayError> {
+        type Row = (String, String, String, i64, Option<i64>);
+        let rows: Vec<Row> = on_backend!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT id, name, role, created_at_ms, revoked_at_ms FROM api_keys \
+                 ORDER BY created_at_ms, id",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(GatewayError::db("listing API keys"))?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, role, created_at_ms, revoked_at_ms)| ApiKeyRecord {
+                id,
+                name,
+                role,
+                created_at_ms,
+                revoked_at_ms,
+            })
+            .collect())
+    }
+
+    /// Revokes a key; `false` when there is no such key or it was already revoked.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, GatewayError> {
+        let n = on_backend!(&self.pool, p => {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL",
+            )
+            .bind(id)
+            .bind(now_ms())
+            .execute(p)
+            .await
+            .map_err(GatewayError::db("revoking an API key"))?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    async fn write(&self, w: Write) -> Result<bool, GatewayError> {
+        let gone = || GatewayError::Service("the database writer has stopped".into());
+        let (tx, rx) = oneshot::channel();
+        self.writer.send((w, tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Stores a request as `accepted`; `false` when the key already used this idempotency
+    /// key (the caller then reads that request instead).
+    pub async fn accept(&self, r: &NewRequest) -> Result<bool, GatewayError> {
+        self.write(Write::Accept(r.clone())).await
+    }
+
+    /// Stores a request refused before it was accepted (overload, shutdown): for the record,
+    /// without its idempotency key, so a retry with the same key runs.
+    pub async fn reject(&self, r: &NewRequest, kind: &str) -> Result<(), GatewayError> {
+        self.write(Write::Reject(r.clone(), kind.to_string()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends an `accepted` request (and writes its audit row, in the same transaction).
+    /// `false` when the request had already ended (e.g. its deadline was stored first).
+    pub async fn finish(&self, request_id: &str, ending: &Ending) -> Result<bool, GatewayError> {
+        self.write(Write::Finish(request_id.to_string(), ending.clone()))
+            .await
+    }
+
+    pub async fn request(&self, request_id: &str) -> Result<Option<RequestRow>, GatewayError> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM triage_requests WHERE request_id = $1");
+        let row: Option<RequestTuple> = on_backend!(&self.pool, p => {
+            sqlx::query_as(&sql)
+                .bind(request_id)
+                .fetch_optional(p)
+                .await
+                .map_err(GatewayError::db("reading a request"))?
+        });
+        Ok(row.map(request_row))
+    }
+
+    pub async fn request_by_idempotency_key(
+        &self,
+        api_key_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<RequestRow>, GatewayError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM triage_requests \
+             WHERE api_key_id = $1 AND idempotency_key = $2"
+        );
+        let row: Option<RequestTuple> = on_backend!(&self.pool, p => {
+            sqlx::query_as(&sql)
+                .bind(api_key_id)
+                .bind(idempotency_key)
+                .fetch_optional(p)
+                .await
+                .map_err(GatewayError::db("reading a request by idempotency key"))?
+        });
+        Ok(row.map(request_row))
+    }
+
+    /// Every request, oldest first (tests and audits).
+    pub async fn requests(&self) -> Result<Vec<RequestRow>, GatewayError> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM triage_requests ORDER BY created_at_ms");
+        let rows: Vec<RequestTuple> = on_backend!(&self.pool, p => {
+            sqlx::query_as(&sql)
+                .fetch_all(p)
+                .await
+                .map_err(GatewayError::db("reading requests"))?
+        });
+        Ok(rows.into_iter().map(request_row).collect())
+    }
+
+    /// The audit rows of one request.
+    pub async fn audit(&self, request_id: &str) -> Result<Vec<AuditRecord>, GatewayError> {
+        let rows: Vec<AuditTuple> = on_backend!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT request_id, api_key_id, role, patient_id, message_sha256, workflow, \
+                 disposition, decision, decided_by, escalated, rules_fired, tiers, models, \
+                 cost_usd FROM audit_log WHERE request_id = $1 ORDER BY id",
+            )
+            .bind(request_id)
+            .fetch_all(p)
+            .await
+            .map_err(GatewayError::db("reading the audit log"))?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|t| AuditRecord {
+                request_id: t.0,
+                api_key_id: t.1,
+                role: t.2,
+                patient_id: t.3,
+                message_sha256: t.4,
+                workflow: t.5,
+                disposition: t.6,
+                decision: t.7,
+                decided_by: t.8,
+                escalated: t.9,
+                rules_fired: t.10,
+                tiers: t.11,
+                models: t.12,
+                cost_usd: t.13,
+            })
+            .collect())
+    }
+
+    /// Ends requests left `accepted` since before `before_ms` as `error: abandoned` (a
+    /// process that died mid-request). Only rows older than any live request's deadline
+    /// plus the shutdown grace are touched, so other live gateways' work is safe.
+    pub async fn abandon_stale(&self, before_ms: i64) -> Result<u64, GatewayError> {
+        let n = on_backend!(&self.pool, p => {
+            sqlx::query(
+                "UPDATE triage_requests SET status = 'error', finished_at_ms = $2, \
+                 error_kind = 'abandoned', error = 'the server stopped before the request ended' \
+                 WHERE status = 'accepted' AND created_at_ms < $1",
+            )
+            .bind(before_ms)
+            .bind(now_ms())
+            .execute(p)
+            .await
+            .map_err(GatewayError::db("ending abandoned requests"))?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
+    pub async fn close(&self) {
+        on_backend!(&self.pool, p => p.close().await);
+    }
+}
+
+/// The writer task: one transaction per batch of queued writes. If a batch fails, its
+/// writes are retried one transaction each, so one bad write fails alone.
+async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<(Write, WriteReply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
+        match apply(&pool, &writes).await {
+            Ok(results) => {
+                for ((_, reply), r) in batch.drain(..).zip(results) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for (w, reply) in batch.drain(..) {
+                    let r = apply(&pool, &[&w]).await.map(|v| v.first().copied().unwrap_or(false));
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(GatewayError::Service(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Applies writes in one transaction; per write, whether it changed a row.
+async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError> {
+    let ctx = "writing requests";
+    let now = now_ms();
+    let mut results = Vec::with_capacity(writes.len());
+    on_backend!(pool, p => {
+        let mut tx = p.begin().await.map_err(GatewayError::db(ctx))?;
+        for w in writes {
+            let changed = match w {
+                Write::Accept(r) => sqlx::query(
+                    "INSERT INTO triage_requests (request_id, api_key_id, patient_id, \
+                     idempotency_key, message_sha256, status, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, 'accepted', $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.request_id)
+                .bind(&r.api_key_id)
+                .bind(r.patient_id)
+                .bind(&r.idempotency_key)
+                .bind(&r.message_sha256)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(GatewayError::db("storing an accepted request"))?
+                .rows_affected() == 1,
+                Write::Reject(r, kind) => sqlx::query(
+                    "INSERT INTO triage_requests (request_id, api_key_id, patient_id, \
+                     message_sha256, status, created_at_ms, finished_at_ms, error_kind, error) \
+                     VALUES ($1, $2, $3, $4, 'rejected', $5, $5, $6, \
+                     'refused before it was accepted') ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.request_id)
+                .bind(&r.api_key_id)
+                .bind(r.patient_id)
+                .bind(&r.message_sha256)
+                .bind(now)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await
+                .map_err(GatewayError::db("storing a refused request"))?
+                .rows_affected() == 1,
+                Write::Finish(request_id, ending) => {
+                    let (status, outcome, kind, message) = match ending {
+                        Ending::Done { outcome_json, .. } => ("done", Some(outcome_json.as_str()), None, None),
+                        Ending::Error { kind, message } => {
+                            ("error", None, Some(kind.as_str()), Some(message.as_str()))
+                        }
+                    };
+                    let n = sqlx::query(
+                        "UPDATE triage_requests SET status = $2, finished_at_ms = $3, outcome = $4, \
+                         error_kind = $5, error = $6 WHERE request_id = $1 AND status = 'accepted'",
+                    )
+                    .bind(request_id)
+                    .bind(status)
+                    .bind(now)
+                    .bind(outcome)
+                    .bind(kind)
+                    .bind(message)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(GatewayError::db("storing a request's outcome"))?
+                    .rows_affected();
+                    if let (1, Ending::Done { audit, .. }) = (n, ending) {
+                        let a = audit.as_ref();
+                        sqlx::query(
+                            "INSERT INTO audit_log (at_ms, request_id, api_key_id, role, patient_id, \
+                             message_sha256, workflow, disposition, decision, decided_by, escalated, \
+                             rules_fired, tiers, models, cost_usd) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        )
+                        .bind(now)
+                        .bind(&a.request_id)
+                        .bind(&a.api_key_id)
+                        .bind(&a.role)
+                        .bind(a.patient_id)
+                        .bind(&a.message_sha256)
+                        .bind(&a.workflow)
+                        .bind(&a.disposition)
+                        .bind(&a.decision)
+                        .bind(&a.decided_by)
+                        .bind(a.escalated)
+                        .bind(&a.rules_fired)
+                        .bind(&a.tiers)
+                        .bind(&a.models)
+                        .bind(a.cost_usd)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(GatewayError::db("writing the audit row"))?;
+                    }
+                    n == 1
+                }
+            };
+            results.push(changed);
+        }
+        tx.commit().await.map_err(GatewayError::db(ctx))?;
+    });
+    Ok(results)
+}

@@ -1,0 +1,124 @@
+//! The audit log is append-only; metrics, health and the OpenAPI document are served.
+
+mod common;
+
+use careflow_gateway::NoopService;
+use common::start;
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+use std::sync::Arc;
+
+const MESSAGE: &str = "I have had a mild sore throat since yesterday.";
+
+/// Submits one request and checks its audit row; returns the request id.
+async fn one_audited_request(s: &common::Server) -> String {
+    let r = s.triage(5, MESSAGE).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let id = body["request_id"].as_str().unwrap().to_string();
+    let audit = s.store.audit(&id).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    let a = &audit[0];
+    assert_eq!(a.patient_id, Some(5));
+    assert_eq!(a.role, "portal");
+    assert_eq!(a.disposition, "routine");
+    assert_eq!(a.decided_by, "small");
+    assert_eq!(a.message_sha256, careflow_gateway::flow::sha256_hex(MESSAGE));
+    assert!(!format!("{a:?}").contains("sore throat"), "no patient text in the audit row");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_cannot_be_updated_or_deleted_on_sqlite() {
+    let s = start(Arc::new(NoopService::new()), |_| {}).await;
+    let id = one_audited_request(&s).await;
+    let mut conn = sqlx::SqliteConnection::connect(&s.db_url).await.unwrap();
+    for sql in [
+        "UPDATE audit_log SET disposition = 'self_care'",
+        "DELETE FROM audit_log",
+    ] {
+        let e = conn.execute(sql).await.unwrap_err().to_string();
+        assert!(e.contains("append-only"), "{sql}: {e}");
+    }
+    assert_eq!(s.store.audit(&id).await.unwrap()[0].disposition, "routine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_cannot_be_updated_deleted_or_truncated_on_postgres() {
+    let Ok(url) = std::env::var("CAREFLOW_TEST_POSTGRES_URL") else {
+        println!("skipped: set CAREFLOW_TEST_POSTGRES_URL=postgres://… to run the PostgreSQL audit test");
+        return;
+    };
+    let database = format!("careflow_gateway_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    admin.execute(format!("DROP DATABASE IF EXISTS {database}").as_str()).await.unwrap();
+    admin.execute(format!("CREATE DATABASE {database}").as_str()).await.unwrap();
+    let (root, query) = match url.split_once('?') {
+        Some((r, q)) => (r.to_string(), format!("?{q}")),
+        None => (url.clone(), String::new()),
+    };
+    let root = &root[..root.rfind('/').unwrap()];
+    let db_url = format!("{root}/{database}{query}");
+    let mut s = common::start_on(
+        Arc::new(NoopService::new()),
+        |_| {},
+        tempfile::tempdir().unwrap(),
+        db_url.clone(),
+    )
+    .await;
+    let id = one_audited_request(&s).await;
+    let mut conn = sqlx::PgConnection::connect(&db_url).await.unwrap();
+    for sql in [
+        "UPDATE audit_log SET disposition = 'self_care'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ] {
+        let e = conn.execute(sql).await.unwrap_err().to_string();
+        assert!(e.contains("append-only"), "{sql}: {e}");
+    }
+    assert_eq!(s.store.audit(&id).await.unwrap()[0].disposition, "routine");
+    s.shutdown().await.unwrap();
+    s.store.close().await;
+    conn.close().await.unwrap();
+    let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&database)
+        .execute(&mut admin)
+        .await;
+    admin.execute(format!("DROP DATABASE IF EXISTS {database}").as_str()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_outcomes_and_errors() {
+    let s = start(Arc::new(NoopService::new()), |_| {}).await;
+    one_audited_request(&s).await;
+    let r = s.client.get(s.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "careflow_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/triage\",status=\"200\",le=\"0.005\"}",
+        "careflow_triage_requests_total{status=\"done\"} 1",
+        "careflow_errors_total{kind=\"missing_credentials\"} 1",
+        "careflow_tokens_total{kind=\"computed\"} 0",
+        "careflow_cost_usd_total 0",
+        "careflow_queue_depth 0",
+        "careflow_in_flight 0",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_the_openapi_document() {
+    let s = start(Arc::new(NoopService::new()), |_| {}).await;
+    assert_eq!(s.client.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    let ready: Value = s.client.get(s.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let doc: Value = s.client.get(s.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/triage", "/v1/triage/{id}", "/v1/models", "/v1/chat/completions", "/v1/keys",
+        "/v1/keys/{id}", "/healthz", "/readyz", "/metrics", "/openapi.json",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+}
