@@ -78,7 +78,9 @@ pub async fn run(c: KeysCommand) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"key": key, "secret": secret}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"key": key, "secret": secret})
+                    )?
                 );
             } else {
                 eprintln!(
@@ -105,7 +107,10 @@ pub async fn run(c: KeysCommand) -> Result<()> {
                         ]
                     })
                     .collect();
-                output::table(&["id", "name", "role", "created (UTC)", "revoked (UTC)"], &rows);
+                output::table(
+                    &["id", "name", "role", "created (UTC)", "revoked (UTC)"],
+                    &rows,
+                );
             }
         }
         KeysCommand::Revoke { db, id } => {
@@ -131,7 +136,11 @@ fn utc(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 #[cfg(test)]

@@ -55,7 +55,9 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     if run.request_deadline_ms.is_none() {
         run.request_deadline_ms = Some(gateway.request_deadline_ms / 10 * 9);
     }
-    let (workflow, ledger) = rc.build(engine.clone(), Some(records), knowledge, run).await?;
+    let (workflow, ledger) = rc
+        .build(engine.clone(), Some(records), knowledge, run)
+        .await?;
     let warmed = workflow.warm().await?;
     eprintln!(
         "shared prefix: {} tokens computed once, {} from cache",

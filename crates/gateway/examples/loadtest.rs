@@ -51,9 +51,23 @@ fn args() -> Result<Args, String> {
         match flag.as_str() {
             "--noop" => a.noop = true,
             "--json" => a.json = true,
-            "--requests" => a.requests = value("--requests")?.parse().map_err(|e| format!("--requests: {e}"))?,
-            "--concurrency" => a.concurrency = value("--concurrency")?.parse().map_err(|e| format!("--concurrency: {e}"))?,
-            "--rate" => a.rate = Some(value("--rate")?.parse().map_err(|e| format!("--rate: {e}"))?),
+            "--requests" => {
+                a.requests = value("--requests")?
+                    .parse()
+                    .map_err(|e| format!("--requests: {e}"))?
+            }
+            "--concurrency" => {
+                a.concurrency = value("--concurrency")?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?
+            }
+            "--rate" => {
+                a.rate = Some(
+                    value("--rate")?
+                        .parse()
+                        .map_err(|e| format!("--rate: {e}"))?,
+                )
+            }
             "--database" => a.database = Some(value("--database")?),
             "--bench" => {} // passed by `cargo bench`-style runners
             other => return Err(format!("unknown argument `{other}`")),
@@ -112,7 +126,9 @@ async fn drive(
     for _ in 0..c {
         let (next, headers) = (next.clone(), headers.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
@@ -129,17 +145,24 @@ async fn drive(
                     let at = start + Duration::from_secs_f64(i as f64 / r);
                     tokio::time::sleep_until(at.into()).await;
                 }
-                let body = json!({"message": format!("I have had a mild cough for {} days.", i % 7 + 1)}).to_string();
+                let body =
+                    json!({"message": format!("I have had a mild cough for {} days.", i % 7 + 1)})
+                        .to_string();
                 let mut req = hyper::Request::post("/v1/triage").header("host", "127.0.0.1");
                 for (k, v) in &headers {
                     req = req.header(*k, v);
                 }
-                let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+                let req = req
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| e.to_string())?;
                 let t = Instant::now();
                 sender.ready().await.map_err(|e| e.to_string())?;
                 let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
                 let ok = resp.status() == 200;
-                resp.into_body().collect().await.map_err(|e| e.to_string())?;
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if ok {
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 } else {
@@ -170,11 +193,16 @@ async fn direct(service: Arc<dyn TriageService>, n: usize, c: usize) -> Stats {
             let mut lat = Vec::new();
             let mut errors = 0;
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                let Ok(message) = PatientMessage::parse("I have had a mild cough for 3 days.") else {
+                let Ok(message) = PatientMessage::parse("I have had a mild cough for 3 days.")
+                else {
                     errors += 1;
                     continue;
                 };
-                let job = TriageJob { request_id: "direct".into(), message, patient: Some(PatientId(1)) };
+                let job = TriageJob {
+                    request_id: "direct".into(),
+                    message,
+                    patient: Some(PatientId(1)),
+                };
                 let t = Instant::now();
                 match service.triage(job).await {
                     Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
@@ -233,8 +261,11 @@ fn real_main() -> Result<(), String> {
     // An issuer for patient tokens (the portal's), so the measured path verifies one.
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| e.to_string())?;
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
-    let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+    let pair =
+        ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| e.to_string())?;
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
     spki.extend_from_slice(ring::signature::KeyPair::public_key(&pair).as_ref());
     use base64::Engine as _;
     let pem = format!(
@@ -270,10 +301,18 @@ fn real_main() -> Result<(), String> {
     let settings = config.build().map_err(|e| e.to_string())?;
     let (addr, portal, admin, shutdown) = server_rt.block_on(async {
         let store = Store::connect(&db_url).await.map_err(|e| e.to_string())?;
-        let (_, portal) = create_key(&store, "load-portal", Role::Portal).await.map_err(|e| e.to_string())?;
-        let (_, admin) = create_key(&store, "load-admin", Role::Admin).await.map_err(|e| e.to_string())?;
-        let state = AppState::new(settings, service.clone(), store).await.map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let (_, portal) = create_key(&store, "load-portal", Role::Portal)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (_, admin) = create_key(&store, "load-admin", Role::Admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = AppState::new(settings, service.clone(), store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(careflow_gateway::run(listener, state, async move {
@@ -298,7 +337,13 @@ fn real_main() -> Result<(), String> {
     };
     // Warm-up: connections, caches, the SQLite file.
     let warm = a.requests.min(if a.noop { 500 } else { 1 });
-    client_rt.block_on(drive(addr, headers.clone(), warm, a.concurrency.min(warm), None))?;
+    client_rt.block_on(drive(
+        addr,
+        headers.clone(),
+        warm,
+        a.concurrency.min(warm),
+        None,
+    ))?;
     let direct_stats = if a.noop {
         Some(server_rt.block_on(direct(service.clone(), a.requests, a.concurrency)))
     } else {
@@ -323,7 +368,10 @@ fn real_main() -> Result<(), String> {
         "note": "server (2 worker threads) and load generator (1 thread) share this machine's cores",
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     println!(
@@ -331,7 +379,9 @@ fn real_main() -> Result<(), String> {
         if a.noop { "no-op" } else { "workflow" },
         a.requests,
         a.concurrency,
-        a.rate.map(|r| format!(", paced to {r:.0}/s")).unwrap_or_default()
+        a.rate
+            .map(|r| format!(", paced to {r:.0}/s"))
+            .unwrap_or_default()
     );
     println!(
         "  through HTTP:   {:>8.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
@@ -355,13 +405,21 @@ async fn real_service() -> Result<(Arc<dyn TriageService>, String), String> {
     use careflow_engine::{models, EngineConfig};
     let path = models::default_model_path();
     if !path.is_file() {
-        return Err(format!("{} is not cached (careflow model pull smollm2-135m)", path.display()));
+        return Err(format!(
+            "{} is not cached (careflow model pull smollm2-135m)",
+            path.display()
+        ));
     }
-    let threads = std::env::var("CAREFLOW_THREADS").ok().and_then(|t| t.parse().ok());
+    let threads = std::env::var("CAREFLOW_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok());
     let engine = Arc::new(
-        EngineConfig { threads, ..EngineConfig::for_model(&path) }
-            .build()
-            .map_err(|e| e.to_string())?,
+        EngineConfig {
+            threads,
+            ..EngineConfig::for_model(&path)
+        }
+        .build()
+        .map_err(|e| e.to_string())?,
     );
     let wf = careflow_workflow::TriageWorkflow::new(
         engine.clone(),
@@ -373,5 +431,8 @@ async fn real_service() -> Result<(Arc<dyn TriageService>, String), String> {
     .map_err(|e| e.to_string())?;
     wf.warm().await.map_err(|e| e.to_string())?;
     let name = careflow_engine::Engine::info(engine.as_ref()).name.clone();
-    Ok((Arc::new(WorkflowService::new(Arc::new(wf), engine, None)), name))
+    Ok((
+        Arc::new(WorkflowService::new(Arc::new(wf), engine, None)),
+        name,
+    ))
 }

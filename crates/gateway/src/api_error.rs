@@ -11,7 +11,10 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum ApiError {
     /// Missing, unknown, revoked or malformed credentials (API key or patient token).
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized {
+        code: &'static str,
+        message: String,
+    },
     /// Authenticated, but the role may not do this.
     Forbidden(String),
     /// No such resource, or one the caller may not know exists (another patient's result).
@@ -21,7 +24,9 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        limit: usize,
+    },
     UnsupportedMediaType,
     /// The request is well-formed but cannot be processed as asked (e.g. an idempotency key
     /// reused for another message, a patient not in the records).
@@ -31,9 +36,15 @@ pub enum ApiError {
         field: Option<String>,
     },
     /// The same idempotency key is still being processed.
-    InProgress { retry_after: Duration },
-    RateLimited { retry_after: Duration },
-    Overloaded { retry_after: Duration },
+    InProgress {
+        retry_after: Duration,
+    },
+    RateLimited {
+        retry_after: Duration,
+    },
+    Overloaded {
+        retry_after: Duration,
+    },
     ShuttingDown,
     NotReady(String),
     DeadlineExceeded(u64),

@@ -73,10 +73,11 @@ pub(crate) fn random_hex(n: usize) -> Result<String, GatewayError> {
 }
 
 fn mac(salt: &str, secret: &str) -> Result<Hmac<Sha256>, GatewayError> {
-    let mut m = Hmac::<Sha256>::new_from_slice(salt.as_bytes()).map_err(|e| GatewayError::Config {
-        field: "api key salt".into(),
-        reason: e.to_string(),
-    })?;
+    let mut m =
+        Hmac::<Sha256>::new_from_slice(salt.as_bytes()).map_err(|e| GatewayError::Config {
+            field: "api key salt".into(),
+            reason: e.to_string(),
+        })?;
     m.update(secret.as_bytes());
     Ok(m)
 }
@@ -144,7 +145,12 @@ impl Keys {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
-            .ok_or_else(|| unauthorized("invalid_credentials", "expected Authorization: Bearer <key>"))?;
+            .ok_or_else(|| {
+                unauthorized(
+                    "invalid_credentials",
+                    "expected Authorization: Bearer <key>",
+                )
+            })?;
         let (id, secret) = token
             .strip_prefix(KEY_PREFIX)
             .and_then(|rest| rest.split_once('.'))
@@ -161,7 +167,10 @@ impl Keys {
             return Err(unauthorized("invalid_credentials", "unknown API key"));
         }
         if stored.record.revoked_at_ms.is_some() {
-            return Err(unauthorized("revoked_credentials", "this API key was revoked"));
+            return Err(unauthorized(
+                "revoked_credentials",
+                "this API key was revoked",
+            ));
         }
         let role = Role::parse(&stored.record.role)
             .ok_or_else(|| ApiError::Internal(format!("key {id} has an unknown role")))?;
@@ -194,7 +203,11 @@ impl Keys {
         Ok(Some(found))
     }
 
-    pub async fn create(&self, name: &str, role: Role) -> Result<(ApiKeyRecord, String), GatewayError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        role: Role,
+    ) -> Result<(ApiKeyRecord, String), GatewayError> {
         create_key(&self.store, name, role).await
     }
 
@@ -227,8 +240,11 @@ struct Claims {
 pub struct PatientTokens {
     key: Arc<DecodingKey>,
     validation: Arc<Validation>,
-    verified: Arc<Mutex<HashMap<[u8; 32], (PatientId, u64)>>>,
+    verified: Arc<Mutex<VerifiedTokens>>,
 }
+
+/// SHA-256 of a verified token -> (its patient, its `exp`).
+type VerifiedTokens = HashMap<[u8; 32], (PatientId, u64)>;
 
 const VERIFIED_TOKENS_MAX: usize = 50_000;
 
@@ -245,24 +261,23 @@ impl PatientTokens {
             field: format!("gateway.jwt.{field}"),
             reason,
         };
-        let pem = match (&j.public_key_pem, &j.public_key_pem_path) {
-            (Some(inline), None) => inline.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| bad("public_key_pem_path", format!("{}: {e}", path.display())))?,
-            (Some(_), Some(_)) => {
-                return Err(bad(
-                    "public_key_pem",
-                    "give public_key_pem or public_key_pem_path, not both".into(),
-                ))
-            }
-            (None, None) => {
-                return Err(bad(
+        let pem =
+            match (&j.public_key_pem, &j.public_key_pem_path) {
+                (Some(inline), None) => inline.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| bad("public_key_pem_path", format!("{}: {e}", path.display())))?,
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        "public_key_pem",
+                        "give public_key_pem or public_key_pem_path, not both".into(),
+                    ))
+                }
+                (None, None) => return Err(bad(
                     "public_key_pem",
                     "the issuer's public key is required (public_key_pem or public_key_pem_path)"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         let field = if j.public_key_pem.is_some() {
             "public_key_pem"
         } else {
@@ -272,7 +287,12 @@ impl PatientTokens {
             JwtAlgorithm::EdDSA => (DecodingKey::from_ed_pem(pem.as_bytes()), Algorithm::EdDSA),
             JwtAlgorithm::RS256 => (DecodingKey::from_rsa_pem(pem.as_bytes()), Algorithm::RS256),
         };
-        let key = key.map_err(|e| bad(field, format!("not a {:?} public key in PEM: {e}", j.algorithm)))?;
+        let key = key.map_err(|e| {
+            bad(
+                field,
+                format!("not a {:?} public key in PEM: {e}", j.algorithm),
+            )
+        })?;
         if j.issuer.trim().is_empty() {
             return Err(bad("issuer", "must not be empty".into()));
         }
@@ -305,30 +325,47 @@ impl PatientTokens {
                 }
             }
         }
-        let patient = self.verify_signed(token)?;
-        Ok(patient)
+        self.verify_signed(token)
     }
 
     fn verify_signed(&self, token: &str) -> Result<PatientId, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation)
             .map_err(|e| {
                 let (code, message) = match e.kind() {
-                    ErrorKind::ExpiredSignature => ("token_expired", "the patient token has expired"),
-                    ErrorKind::ImmatureSignature => ("invalid_token", "the patient token is not valid yet"),
-                    ErrorKind::InvalidSignature => ("invalid_token", "the patient token's signature does not verify"),
-                    ErrorKind::InvalidIssuer => ("invalid_token", "the patient token's issuer is not trusted"),
-                    ErrorKind::InvalidAudience => ("invalid_token", "the patient token is for another audience"),
-                    ErrorKind::InvalidAlgorithm => ("invalid_token", "the patient token's algorithm is not the configured one"),
-                    ErrorKind::MissingRequiredClaim(_) => ("invalid_token", "the patient token lacks a required claim (exp, iss, aud, sub)"),
+                    ErrorKind::ExpiredSignature => {
+                        ("token_expired", "the patient token has expired")
+                    }
+                    ErrorKind::ImmatureSignature => {
+                        ("invalid_token", "the patient token is not valid yet")
+                    }
+                    ErrorKind::InvalidSignature => (
+                        "invalid_token",
+                        "the patient token's signature does not verify",
+                    ),
+                    ErrorKind::InvalidIssuer => {
+                        ("invalid_token", "the patient token's issuer is not trusted")
+                    }
+                    ErrorKind::InvalidAudience => {
+                        ("invalid_token", "the patient token is for another audience")
+                    }
+                    ErrorKind::InvalidAlgorithm => (
+                        "invalid_token",
+                        "the patient token's algorithm is not the configured one",
+                    ),
+                    ErrorKind::MissingRequiredClaim(_) => (
+                        "invalid_token",
+                        "the patient token lacks a required claim (exp, iss, aud, sub)",
+                    ),
                     _ => ("invalid_token", "the patient token is malformed"),
                 };
                 unauthorized(code, message)
             })?;
-        let patient = data
-            .claims
-            .sub
-            .parse::<PatientId>()
-            .map_err(|_| unauthorized("invalid_token", "the patient token's subject is not a patient id"))?;
+        let patient = data.claims.sub.parse::<PatientId>().map_err(|_| {
+            unauthorized(
+                "invalid_token",
+                "the patient token's subject is not a patient id",
+            )
+        })?;
         let digest: [u8; 32] = sha2::Sha256::digest(token.trim().as_bytes()).into();
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_TOKENS_MAX {
@@ -358,10 +395,19 @@ mod tests {
         assert_eq!(p.role, Role::Portal);
         assert_eq!(p.key_id, record.id);
         let wrong = format!("Bearer {KEY_PREFIX}{}.{}", record.id, "00".repeat(32));
-        assert_eq!(keys.authenticate(Some(&wrong)).await.unwrap_err().code(), "invalid_credentials");
-        assert_eq!(keys.authenticate(None).await.unwrap_err().code(), "missing_credentials");
+        assert_eq!(
+            keys.authenticate(Some(&wrong)).await.unwrap_err().code(),
+            "invalid_credentials"
+        );
+        assert_eq!(
+            keys.authenticate(None).await.unwrap_err().code(),
+            "missing_credentials"
+        );
         assert!(keys.revoke(&record.id).await.unwrap());
-        assert_eq!(keys.authenticate(Some(&header)).await.unwrap_err().code(), "revoked_credentials");
+        assert_eq!(
+            keys.authenticate(Some(&header)).await.unwrap_err().code(),
+            "revoked_credentials"
+        );
         // The listing never carries secret material.
         let listed = serde_json::to_string(&keys.list().await.unwrap()).unwrap();
         assert!(!listed.contains(secret.split('.').nth(1).unwrap()));

@@ -90,7 +90,13 @@ async fn run(st: AppState, a: Accepted, ctx: Ctx, reply: Reply) {
         return;
     }
     if Instant::now() >= ctx.deadline {
-        end(&st, &a, Err(GatewayError::DeadlineExceeded(deadline_ms)), reply).await;
+        end(
+            &st,
+            &a,
+            Err(GatewayError::DeadlineExceeded(deadline_ms)),
+            reply,
+        )
+        .await;
         return;
     }
     let job = TriageJob {
@@ -120,7 +126,12 @@ async fn run(st: AppState, a: Accepted, ctx: Ctx, reply: Reply) {
 }
 
 /// Stores the ending (the first one wins), counts it, logs it, answers the handler.
-async fn end(st: &AppState, a: &Accepted, result: Result<TriageOutcome, GatewayError>, reply: Reply) {
+async fn end(
+    st: &AppState,
+    a: &Accepted,
+    result: Result<TriageOutcome, GatewayError>,
+    reply: Reply,
+) {
     let elapsed_ms = a.received.elapsed().as_secs_f64() * 1000.0;
     // Only a prefix of the message's hash is logged, never the text.
     let sha = &a.message_sha256[..12];
@@ -141,7 +152,9 @@ async fn end(st: &AppState, a: &Accepted, result: Result<TriageOutcome, GatewayE
                 );
                 Ok(Submitted::Done(Box::new(outcome), json))
             }
-            Err(e) => Err(GatewayError::Service(format!("serialising the outcome: {e}"))),
+            Err(e) => Err(GatewayError::Service(format!(
+                "serialising the outcome: {e}"
+            ))),
         },
         Err(e) => Err(e),
     };
@@ -151,8 +164,9 @@ async fn end(st: &AppState, a: &Accepted, result: Result<TriageOutcome, GatewayE
             message: e.to_string(),
         };
         store(st, a, &ending).await;
+        // Counted by status here; the error response itself is counted by its code in
+        // `server::observe` (when the client is still there to get one).
         st.metrics.outcomes.with_label_values(&["error"]).inc();
-        st.metrics.errors.with_label_values(&[e.kind()]).inc();
         tracing::warn!(
             request_id = %a.request_id, key_id = %a.key_id, status = "error", kind = e.kind(),
             message_sha256 = sha, elapsed_ms, "triage"
@@ -206,6 +220,10 @@ fn audit_record(a: &Accepted, o: &TriageOutcome) -> AuditRecord {
         rules_fired: serde_json::to_string(&rules).unwrap_or_default(),
         tiers: serde_json::to_string(&tiers).unwrap_or_default(),
         models: serde_json::to_string(&models).unwrap_or_default(),
-        cost_usd: if o.cost_usd.is_finite() { o.cost_usd } else { 0.0 },
+        cost_usd: if o.cost_usd.is_finite() {
+            o.cost_usd
+        } else {
+            0.0
+        },
     }
 }

@@ -33,10 +33,9 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (tokens, at) = buckets
-            .entry(key.to_string())
-            .or_insert((self.burst, now));
-        let refilled = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
+        let refilled =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if refilled >= 1.0 {
             *tokens = refilled - 1.0;
@@ -62,7 +61,10 @@ mod tests {
             assert!(l.check("a").is_ok());
         }
         let wait = l.check("a").unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         assert!(l.check("b").is_ok(), "buckets are per key");
         let off = RateLimiter::new(&RateLimitConfig {
             per_key_per_second: 0.0,

@@ -63,7 +63,10 @@ impl Metrics {
                 &["step", "tier"],
             )?,
             tokens: counter("tokens_total", "Tokens by kind", &["kind"])?,
-            cost_usd: m(Counter::new("cost_usd_total", "Cost of the workflow steps, USD"))?,
+            cost_usd: m(Counter::new(
+                "cost_usd_total",
+                "Cost of the workflow steps, USD",
+            ))?,
             escalations: counter(
                 "escalations_total",
                 "Escalated requests by who decided",
@@ -75,7 +78,10 @@ impl Metrics {
                 &["status"],
             )?,
             errors: counter("errors_total", "Errors by kind", &["kind"])?,
-            queue_depth: m(IntGauge::new("queue_depth", "Requests waiting for a worker"))?,
+            queue_depth: m(IntGauge::new(
+                "queue_depth",
+                "Requests waiting for a worker",
+            ))?,
             in_flight: m(IntGauge::new("in_flight", "Requests being worked on"))?,
             registry,
         };

@@ -25,7 +25,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/triage/{id}", get(routes::triage::get))
         .route("/v1/models", get(routes::openai::models))
         .route("/v1/chat/completions", post(routes::openai::chat))
-        .route("/v1/keys", get(routes::keys::list).post(routes::keys::create))
+        .route(
+            "/v1/keys",
+            get(routes::keys::list).post(routes::keys::create),
+        )
         .route("/v1/keys/{id}", delete(routes::keys::revoke))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
@@ -44,7 +47,10 @@ async fn observe(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = matched.as_ref().map_or("unmatched", |m| m.as_str()).to_owned();
+    let route = matched
+        .as_ref()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let method = req.method().clone();
     let span = tracing::info_span!(
         "http",

@@ -55,7 +55,10 @@ impl AppState {
         let before = careflow_ledger::now_ms() - horizon.as_millis().min(i64::MAX as u128) as i64;
         let abandoned = store.abandon_stale(before).await?;
         if abandoned > 0 {
-            tracing::warn!(abandoned, "ended requests a stopped server had left unfinished");
+            tracing::warn!(
+                abandoned,
+                "ended requests a stopped server had left unfinished"
+            );
         }
         let queue = QueueHandle::start(settings.queue_depth, settings.workers, metrics.clone());
         Ok(AppState(Arc::new(Inner {
@@ -85,7 +88,11 @@ impl AppState {
 
     /// The patient named by the `X-Patient-Token` header, if one was sent; `required` makes
     /// its absence a 401.
-    pub fn patient(&self, headers: &HeaderMap, required: bool) -> Result<Option<PatientId>, ApiError> {
+    pub fn patient(
+        &self,
+        headers: &HeaderMap,
+        required: bool,
+    ) -> Result<Option<PatientId>, ApiError> {
         let Some(raw) = headers.get(PATIENT_TOKEN_HEADER) else {
             if required {
                 return Err(ApiError::Unauthorized {

@@ -361,7 +361,9 @@ impl Store {
                     .map_err(GatewayError::db(context))?,
             )
         } else {
-            return Err(bad("expected sqlite://PATH, sqlite::memory: or postgres://…"));
+            return Err(bad(
+                "expected sqlite://PATH, sqlite::memory: or postgres://…",
+            ));
         };
         // Group commit: every request writes twice (accepted, then its ending), and one
         // commit per write made the WAL writes of SQLite the gateway's bottleneck. One
@@ -435,8 +437,8 @@ impl Store {
             .await
             .map_err(GatewayError::db("reading an API key"))?
         });
-        Ok(row.map(|(id, name, role, salt, secret_hmac, created_at_ms, revoked_at_ms)| {
-            StoredKey {
+        Ok(row.map(
+            |(id, name, role, salt, secret_hmac, created_at_ms, revoked_at_ms)| StoredKey {
                 record: ApiKeyRecord {
                     id,
                     name,
@@ -446,8 +448,8 @@ impl Store {
                 },
                 salt,
                 secret_hmac,
-            }
-        }))
+            },
+        ))
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, GatewayError> {
@@ -463,13 +465,15 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(id, name, role, created_at_ms, revoked_at_ms)| ApiKeyRecord {
-                id,
-                name,
-                role,
-                created_at_ms,
-                revoked_at_ms,
-            })
+            .map(
+                |(id, name, role, created_at_ms, revoked_at_ms)| ApiKeyRecord {
+                    id,
+                    name,
+                    role,
+                    created_at_ms,
+                    revoked_at_ms,
+                },
+            )
             .collect())
     }
 
@@ -641,7 +645,9 @@ async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<(Write, WriteReply)>) {
             }
             Err(_) if batch.len() > 1 => {
                 for (w, reply) in batch.drain(..) {
-                    let r = apply(&pool, &[&w]).await.map(|v| v.first().copied().unwrap_or(false));
+                    let r = apply(&pool, &[&w])
+                        .await
+                        .map(|v| v.first().copied().unwrap_or(false));
                     let _ = reply.send(r);
                 }
             }

@@ -20,9 +20,11 @@ pub struct TriageBody {
     pub workflow: Option<String>,
 }
 
-fn path_field(path: &serde_path_to_error::Path) -> Option<String> {
+/// The field a path names; `None` for the whole body or an unknown position (`?`, e.g.
+/// an object cut off after its last value).
+pub(crate) fn path_field(path: &serde_path_to_error::Path) -> Option<String> {
     let p = path.to_string();
-    (p != "." && !p.is_empty()).then_some(p)
+    (p != "." && !p.is_empty() && !p.contains('?')).then_some(p)
 }
 
 /// A JSON object, with a syntax or type error located at its field.
@@ -82,7 +84,10 @@ pub fn refuse_identity(map: &Map<String, Value>) -> Result<(), ApiError> {
 pub fn triage_body(bytes: &[u8]) -> Result<TriageBody, ApiError> {
     let map = json_object(bytes)?;
     refuse_identity(&map)?;
-    if let Some(k) = map.keys().find(|k| !matches!(k.as_str(), "message" | "workflow")) {
+    if let Some(k) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "message" | "workflow"))
+    {
         return Err(ApiError::bad_field(
             "unknown_field",
             k,
@@ -131,7 +136,9 @@ pub fn triage_body(bytes: &[u8]) -> Result<TriageBody, ApiError> {
 }
 
 /// An `Idempotency-Key` header: 1 to 255 visible ASCII characters.
-pub fn idempotency_key(value: Option<&axum::http::HeaderValue>) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(
+    value: Option<&axum::http::HeaderValue>,
+) -> Result<Option<String>, ApiError> {
     let Some(v) = value else {
         return Ok(None);
     };
@@ -160,8 +167,14 @@ mod tests {
 
     #[test]
     fn each_refusal_names_its_field() {
-        assert_eq!(err("{\"message\": 3}"), ("invalid_type".into(), Some("message".into())));
-        assert_eq!(err("{\"message\": \"hi\", \"x\": 1}"), ("unknown_field".into(), Some("x".into())));
+        assert_eq!(
+            err("{\"message\": 3}"),
+            ("invalid_type".into(), Some("message".into()))
+        );
+        assert_eq!(
+            err("{\"message\": \"hi\", \"x\": 1}"),
+            ("unknown_field".into(), Some("x".into()))
+        );
         assert_eq!(
             err("{\"message\": \"hi\", \"patient_id\": 7}"),
             ("identity_in_body".into(), Some("patient_id".into()))
@@ -175,10 +188,16 @@ mod tests {
             err("{\"message\": \"pain\u{1}\"}"),
             ("malformed_json".into(), Some("message".into()))
         );
-        assert_eq!(err("{\"message\": "), ("malformed_json".into(), Some("message".into())));
+        assert_eq!(
+            err("{\"message\": "),
+            ("malformed_json".into(), Some("message".into()))
+        );
         assert_eq!(err("[1]"), ("invalid_type".into(), None));
         assert_eq!(err("{}"), ("missing_field".into(), Some("message".into())));
-        assert_eq!(err("{\"message\": \"hi\"} x"), ("malformed_json".into(), None));
+        assert_eq!(
+            err("{\"message\": \"hi\"} x"),
+            ("malformed_json".into(), None)
+        );
         assert!(triage_body(b"{\"message\": \"I have a cough.\"}").is_ok());
     }
 }

@@ -23,8 +23,14 @@ async fn one_audited_request(s: &common::Server) -> String {
     assert_eq!(a.role, "portal");
     assert_eq!(a.disposition, "routine");
     assert_eq!(a.decided_by, "small");
-    assert_eq!(a.message_sha256, careflow_gateway::flow::sha256_hex(MESSAGE));
-    assert!(!format!("{a:?}").contains("sore throat"), "no patient text in the audit row");
+    assert_eq!(
+        a.message_sha256,
+        careflow_gateway::flow::sha256_hex(MESSAGE)
+    );
+    assert!(
+        !format!("{a:?}").contains("sore throat"),
+        "no patient text in the audit row"
+    );
     id
 }
 
@@ -46,13 +52,21 @@ async fn audit_rows_cannot_be_updated_or_deleted_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_rows_cannot_be_updated_deleted_or_truncated_on_postgres() {
     let Ok(url) = std::env::var("CAREFLOW_TEST_POSTGRES_URL") else {
-        println!("skipped: set CAREFLOW_TEST_POSTGRES_URL=postgres://… to run the PostgreSQL audit test");
+        println!(
+            "skipped: set CAREFLOW_TEST_POSTGRES_URL=postgres://… to run the PostgreSQL audit test"
+        );
         return;
     };
     let database = format!("careflow_gateway_{}", std::process::id());
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    admin.execute(format!("DROP DATABASE IF EXISTS {database}").as_str()).await.unwrap();
-    admin.execute(format!("CREATE DATABASE {database}").as_str()).await.unwrap();
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
+        .await
+        .unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .unwrap();
     let (root, query) = match url.split_once('?') {
         Some((r, q)) => (r.to_string(), format!("?{q}")),
         None => (url.clone(), String::new()),
@@ -84,7 +98,10 @@ async fn audit_rows_cannot_be_updated_deleted_or_truncated_on_postgres() {
         .bind(&database)
         .execute(&mut admin)
         .await;
-    admin.execute(format!("DROP DATABASE IF EXISTS {database}").as_str()).await.unwrap();
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +110,15 @@ async fn metrics_count_requests_outcomes_and_errors() {
     one_audited_request(&s).await;
     let r = s.client.get(s.url("/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "careflow_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/triage\",status=\"200\",le=\"0.005\"}",
         "careflow_triage_requests_total{status=\"done\"} 1",
@@ -110,14 +135,46 @@ async fn metrics_count_requests_outcomes_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_the_openapi_document() {
     let s = start(Arc::new(NoopService::new()), |_| {}).await;
-    assert_eq!(s.client.get(s.url("/healthz")).send().await.unwrap().status(), 200);
-    let ready: Value = s.client.get(s.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        s.client
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: Value = s
+        .client
+        .get(s.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready");
-    let doc: Value = s.client.get(s.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     for path in [
-        "/v1/triage", "/v1/triage/{id}", "/v1/models", "/v1/chat/completions", "/v1/keys",
-        "/v1/keys/{id}", "/healthz", "/readyz", "/metrics", "/openapi.json",
+        "/v1/triage",
+        "/v1/triage/{id}",
+        "/v1/models",
+        "/v1/chat/completions",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
     }

@@ -13,15 +13,34 @@ async fn missing_invalid_and_revoked_api_keys_get_401() {
     let r = s.client.get(s.url("/v1/models")).send().await.unwrap();
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let (status, e) = error_of(r).await;
-    assert_eq!((status, e["code"].as_str()), (401, Some("missing_credentials")));
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (401, Some("missing_credentials"))
+    );
 
     for bad in ["nonsense", "cfk_0000.1111", &format!("{}x", s.admin)] {
-        let r = s.client.get(s.url("/v1/models")).bearer_auth(bad).send().await.unwrap();
+        let r = s
+            .client
+            .get(s.url("/v1/models"))
+            .bearer_auth(bad)
+            .send()
+            .await
+            .unwrap();
         let (status, e) = error_of(r).await;
-        assert_eq!((status, e["code"].as_str()), (401, Some("invalid_credentials")), "{bad}");
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (401, Some("invalid_credentials")),
+            "{bad}"
+        );
     }
     // Basic auth is not an API key.
-    let r = s.client.get(s.url("/v1/models")).basic_auth("a", Some("b")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/models"))
+        .basic_auth("a", Some("b"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     // An admin creates a key, it works, the admin revokes it, it stops working at once.
@@ -37,7 +56,13 @@ async fn missing_invalid_and_revoked_api_keys_get_401() {
     let created: Value = r.json().await.unwrap();
     let secret = created["secret"].as_str().unwrap().to_string();
     let id = created["key"]["id"].as_str().unwrap().to_string();
-    let ok = s.client.get(s.url("/v1/models")).bearer_auth(&secret).send().await.unwrap();
+    let ok = s
+        .client
+        .get(s.url("/v1/models"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let r = s
         .client
@@ -47,9 +72,18 @@ async fn missing_invalid_and_revoked_api_keys_get_401() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let r = s.client.get(s.url("/v1/models")).bearer_auth(&secret).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/models"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
     let (status, e) = error_of(r).await;
-    assert_eq!((status, e["code"].as_str()), (401, Some("revoked_credentials")));
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (401, Some("revoked_credentials"))
+    );
     // The listing shows the key as revoked and never a secret.
     let listed = s
         .client
@@ -69,25 +103,57 @@ async fn missing_expired_forged_and_foreign_patient_tokens_get_401() {
     let s = start(Arc::new(NoopService::new()), |_| {}).await;
     let body = json!({"message": "I have a cough."}).to_string();
     let (status, e) = error_of(s.triage_raw(&s.portal, None, body.clone(), None).await).await;
-    assert_eq!((status, e["code"].as_str()), (401, Some("missing_patient_token")));
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (401, Some("missing_patient_token"))
+    );
 
-    let claims = |exp: i64, iss: &str, aud: &str| {
-        json!({"sub": "7", "iss": iss, "aud": aud, "exp": exp, "iat": now() - 7200})
-    };
+    let claims = |exp: i64, iss: &str, aud: &str| json!({"sub": "7", "iss": iss, "aud": aud, "exp": exp, "iat": now() - 7200});
     let other_issuer = Issuer::generate();
     let cases = [
-        ("expired", s.issuer.token_with(claims(now() - 60, ISSUER, AUDIENCE)), "token_expired"),
+        (
+            "expired",
+            s.issuer.token_with(claims(now() - 60, ISSUER, AUDIENCE)),
+            "token_expired",
+        ),
         ("forged", other_issuer.token(7), "invalid_token"),
-        ("wrong issuer", s.issuer.token_with(claims(now() + 600, "https://evil.test", AUDIENCE)), "invalid_token"),
-        ("wrong audience", s.issuer.token_with(claims(now() + 600, ISSUER, "someone-else")), "invalid_token"),
-        ("no exp", s.issuer.token_with(json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE})), "invalid_token"),
-        ("not a patient id", s.issuer.token_with(json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600})), "invalid_token"),
+        (
+            "wrong issuer",
+            s.issuer
+                .token_with(claims(now() + 600, "https://evil.test", AUDIENCE)),
+            "invalid_token",
+        ),
+        (
+            "wrong audience",
+            s.issuer
+                .token_with(claims(now() + 600, ISSUER, "someone-else")),
+            "invalid_token",
+        ),
+        (
+            "no exp",
+            s.issuer
+                .token_with(json!({"sub": "7", "iss": ISSUER, "aud": AUDIENCE})),
+            "invalid_token",
+        ),
+        (
+            "not a patient id",
+            s.issuer.token_with(
+                json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600}),
+            ),
+            "invalid_token",
+        ),
         ("garbage", "a.b.c".to_string(), "invalid_token"),
     ];
     for (what, token, code) in cases {
-        let r = s.triage_raw(&s.portal, Some(&token), body.clone(), None).await;
+        let r = s
+            .triage_raw(&s.portal, Some(&token), body.clone(), None)
+            .await;
         let (status, e) = error_of(r).await;
-        assert_eq!((status, e["code"].as_str()), (401, Some(code)), "{what}: {e}");
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (401, Some(code)),
+            "{what}: {e}"
+        );
     }
     // Nothing was accepted.
     assert!(s.store.requests().await.unwrap().is_empty());
@@ -100,7 +166,13 @@ async fn a_role_that_may_not_gets_403() {
     let (status, e) = error_of(s.triage_raw(&s.clinician, None, body, None).await).await;
     assert_eq!((status, e["code"].as_str()), (403, Some("forbidden")));
     for key in [&s.portal, &s.clinician] {
-        let r = s.client.get(s.url("/v1/keys")).bearer_auth(key).send().await.unwrap();
+        let r = s
+            .client
+            .get(s.url("/v1/keys"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403);
         let r = s
             .client
@@ -126,7 +198,10 @@ async fn a_patient_reads_only_their_own_result() {
     assert_eq!(body["outcome"]["patient_id"], 1);
 
     let get = |key: &str, token: Option<String>| {
-        let mut r = s.client.get(s.url(&format!("/v1/triage/{id}"))).bearer_auth(key);
+        let mut r = s
+            .client
+            .get(s.url(&format!("/v1/triage/{id}")))
+            .bearer_auth(key);
         if let Some(t) = token {
             r = r.header("x-patient-token", t);
         }

@@ -22,7 +22,8 @@ async fn overload_gets_429_with_retry_after_and_loses_no_outcome() {
     })
     .await;
     // One runs, one waits, the rest are refused at once.
-    let sends = (0..6).map(|i| s.triage_raw(&s.admin, None, body(&format!("cough number {i}")), None));
+    let sends =
+        (0..6).map(|i| s.triage_raw(&s.admin, None, body(&format!("cough number {i}")), None));
     let responses = futures_util::future::join_all(sends).await;
     let mut ok = 0;
     let mut refused = 0;
@@ -30,7 +31,11 @@ async fn overload_gets_429_with_retry_after_and_loses_no_outcome() {
         match r.status().as_u16() {
             200 => ok += 1,
             429 => {
-                let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                let after: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert!((1..=60).contains(&after));
                 let (_, e) = error_of(r).await;
                 assert_eq!(e["code"], "overloaded");
@@ -44,7 +49,10 @@ async fn overload_gets_429_with_retry_after_and_loses_no_outcome() {
     // Every accepted request has its stored outcome; the refused ones are on record too.
     let rows = s.store.requests().await.unwrap();
     assert_eq!(rows.len(), 6);
-    let done = rows.iter().filter(|r| r.status == "done" && r.outcome.is_some()).count();
+    let done = rows
+        .iter()
+        .filter(|r| r.status == "done" && r.outcome.is_some())
+        .count();
     let rejected = rows.iter().filter(|r| r.status == "rejected").count();
     assert_eq!((done, rejected), (2, 4), "{rows:?}");
 }
@@ -57,28 +65,56 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     })
     .await;
     for _ in 0..2 {
-        let r = s.client.get(s.url("/v1/models")).bearer_auth(&s.clinician).send().await.unwrap();
+        let r = s
+            .client
+            .get(s.url("/v1/models"))
+            .bearer_auth(&s.clinician)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let r = s.client.get(s.url("/v1/models")).bearer_auth(&s.clinician).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/models"))
+        .bearer_auth(&s.clinician)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
-    let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&after), "{after}");
     assert_eq!(error_of(r).await.1["code"], "rate_limited");
     // Another key has its own bucket.
-    let r = s.client.get(s.url("/v1/models")).bearer_auth(&s.admin).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/v1/models"))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_gets_504_and_its_error_is_stored() {
-    let s = start(Arc::new(NoopService::with_delay(Duration::from_millis(1500))), |c| {
-        c.request_deadline_ms = 200;
-    })
+    let s = start(
+        Arc::new(NoopService::with_delay(Duration::from_millis(1500))),
+        |c| {
+            c.request_deadline_ms = 200;
+        },
+    )
     .await;
     let r = s.triage_raw(&s.admin, None, body("slow one"), None).await;
     let (status, e) = error_of(r).await;
-    assert_eq!((status, e["code"].as_str()), (504, Some("deadline_exceeded")));
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (504, Some("deadline_exceeded"))
+    );
     let rows = s.store.requests().await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].status, "error");
@@ -95,13 +131,23 @@ async fn a_retry_with_the_same_idempotency_key_runs_once() {
     let s = start(service.clone(), |_| {}).await;
     let token = s.issuer.token(3);
     let first = s
-        .triage_raw(&s.portal, Some(&token), body("I twisted my ankle."), Some("retry-1"))
+        .triage_raw(
+            &s.portal,
+            Some(&token),
+            body("I twisted my ankle."),
+            Some("retry-1"),
+        )
         .await;
     assert_eq!(first.status(), 200);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first: Value = first.json().await.unwrap();
     let again = s
-        .triage_raw(&s.portal, Some(&token), body("I twisted my ankle."), Some("retry-1"))
+        .triage_raw(
+            &s.portal,
+            Some(&token),
+            body("I twisted my ankle."),
+            Some("retry-1"),
+        )
         .await;
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
@@ -111,10 +157,18 @@ async fn a_retry_with_the_same_idempotency_key_runs_once() {
     assert_eq!(service.calls(), 1);
     // The same key for another message is refused.
     let other = s
-        .triage_raw(&s.portal, Some(&token), body("Something else."), Some("retry-1"))
+        .triage_raw(
+            &s.portal,
+            Some(&token),
+            body("Something else."),
+            Some("retry-1"),
+        )
         .await;
     let (status, e) = error_of(other).await;
-    assert_eq!((status, e["field"].as_str()), (422, Some("Idempotency-Key")));
+    assert_eq!(
+        (status, e["field"].as_str()),
+        (422, Some("Idempotency-Key"))
+    );
     // Keys are per API key: the admin's "retry-1" is a new request.
     let admin = s
         .triage_raw(&s.admin, None, body("I twisted my ankle."), Some("retry-1"))
@@ -148,7 +202,11 @@ async fn shutdown_lets_in_flight_requests_finish_and_stores_them() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     s.trigger_shutdown();
     for h in inflight {
-        assert_eq!(h.await.unwrap(), 200, "in-flight work completes during the drain");
+        assert_eq!(
+            h.await.unwrap(),
+            200,
+            "in-flight work completes during the drain"
+        );
     }
     s.shutdown().await.unwrap();
     let rows = s.store.requests().await.unwrap();
@@ -178,14 +236,20 @@ async fn work_left_at_the_end_of_the_grace_period_is_stored_as_shutdown() {
                     .send()
                     .await
                     .unwrap();
-                (r.status().as_u16(), r.headers().get("retry-after").is_some())
+                (
+                    r.status().as_u16(),
+                    r.headers().get("retry-after").is_some(),
+                )
             })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let started = std::time::Instant::now();
     s.shutdown().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "the drain is bounded by the grace");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the drain is bounded by the grace"
+    );
     for h in sends {
         // One was running, one queued: both answered 503 with Retry-After.
         assert_eq!(h.await.unwrap(), (503, true));
@@ -193,6 +257,9 @@ async fn work_left_at_the_end_of_the_grace_period_is_stored_as_shutdown() {
     let rows = s.store.requests().await.unwrap();
     assert_eq!(rows.len(), 2);
     for r in rows {
-        assert_eq!((r.status.as_str(), r.error_kind.as_deref()), ("error", Some("shutdown")));
+        assert_eq!(
+            (r.status.as_str(), r.error_kind.as_deref()),
+            ("error", Some("shutdown"))
+        );
     }
 }

@@ -10,7 +10,7 @@ use async_openai::types::{
     ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
     CreateChatCompletionRequestArgs,
 };
-use careflow_engine::{EngineConfig, models};
+use careflow_engine::{models, EngineConfig};
 use careflow_gateway::WorkflowService;
 use careflow_knowledge::{Guidelines, RuleSet};
 use careflow_records::Records;
@@ -23,11 +23,23 @@ use std::sync::Arc;
 async fn triage_and_the_openai_protocol_on_the_real_model() {
     let path = models::default_model_path();
     if !path.is_file() {
-        println!("skipped: {} is not cached (careflow model pull smollm2-135m)", path.display());
+        println!(
+            "skipped: {} is not cached (careflow model pull smollm2-135m)",
+            path.display()
+        );
         return;
     }
-    let threads = std::env::var("CAREFLOW_THREADS").ok().and_then(|t| t.parse().ok());
-    let engine = Arc::new(EngineConfig { threads, ..EngineConfig::for_model(&path) }.build().unwrap());
+    let threads = std::env::var("CAREFLOW_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok());
+    let engine = Arc::new(
+        EngineConfig {
+            threads,
+            ..EngineConfig::for_model(&path)
+        }
+        .build()
+        .unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("careflow.db").display());
     let records = Records::connect(&db_url).await.unwrap();
@@ -45,10 +57,21 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
     workflow.warm().await.unwrap();
     let ledger = careflow_ledger::Ledger::connect(&db_url).await.unwrap();
     let service = WorkflowService::new(Arc::new(workflow), engine.clone(), Some(ledger.clone()));
-    let s = common::start_on(Arc::new(service), |c| c.request_deadline_ms = 300_000, dir, db_url).await;
+    let s = common::start_on(
+        Arc::new(service),
+        |c| c.request_deadline_ms = 300_000,
+        dir,
+        db_url,
+    )
+    .await;
 
     // Triage through the portal, for the patient in the token.
-    let r = s.triage(patient.0, "I've had sharp lower back pain for 3 days. Should I be worried?").await;
+    let r = s
+        .triage(
+            patient.0,
+            "I've had sharp lower back pain for 3 days. Should I be worried?",
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let posted: Value = r.json().await.unwrap();
     let id = posted["request_id"].as_str().unwrap().to_string();
@@ -59,7 +82,9 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
     assert!(outcome["reasons"].is_array() && outcome["cited"].is_array());
     let steps = outcome["steps"].as_array().unwrap();
     assert!(steps.len() >= 4, "{steps:?}");
-    assert!(steps.iter().all(|st| st["tier"].is_string() && st["usage"]["computed"].is_u64() && st["cost_usd"].is_number()));
+    assert!(steps.iter().all(|st| st["tier"].is_string()
+        && st["usage"]["computed"].is_u64()
+        && st["cost_usd"].is_number()));
     // Read back by the same patient; the audit row and the ledger carry the same id.
     let got: Value = s
         .client
@@ -75,8 +100,15 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
     assert_eq!(got["disposition"], posted["disposition"]);
     let audit = s.store.audit(&id).await.unwrap();
     assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0].disposition, posted["disposition"].as_str().unwrap());
-    assert!(audit[0].models.contains("smollm2") || audit[0].models.contains("SmolLM2"), "{}", audit[0].models);
+    assert_eq!(
+        audit[0].disposition,
+        posted["disposition"].as_str().unwrap()
+    );
+    assert!(
+        audit[0].models.contains("smollm2") || audit[0].models.contains("SmolLM2"),
+        "{}",
+        audit[0].models
+    );
     assert_eq!(ledger.entries(&id).await.unwrap().len(), steps.len());
 
     // The OpenAI protocol, with a standard client.
@@ -106,9 +138,15 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         .unwrap();
     let response = client.chat().create(request.clone()).await.unwrap();
     assert_eq!(response.model, model);
-    assert!(response.choices[0].message.content.as_deref().is_some_and(|t| !t.is_empty()));
+    assert!(response.choices[0]
+        .message
+        .content
+        .as_deref()
+        .is_some_and(|t| !t.is_empty()));
     let usage = response.usage.unwrap();
-    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0 && usage.completion_tokens <= 12);
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0 && usage.completion_tokens <= 12
+    );
     // The system prompt was seen before: its tokens come from the prefix cache.
     let mut stream = client.chat().create_stream(request).await.unwrap();
     let mut streamed = String::new();
@@ -140,5 +178,11 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         .json()
         .await
         .unwrap();
-    assert!(raw["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() > 0, "{raw}");
+    assert!(
+        raw["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{raw}"
+    );
 }

@@ -30,9 +30,14 @@ async fn logs_carry_the_message_hash_never_the_message() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
-    let s = common::start(Arc::new(NoopService::with_delay(std::time::Duration::from_millis(300))), |c| {
-        c.request_deadline_ms = 100;
-    })
+    let s = common::start(
+        Arc::new(NoopService::with_delay(std::time::Duration::from_millis(
+            300,
+        ))),
+        |c| {
+            c.request_deadline_ms = 100;
+        },
+    )
     .await;
     let secret = "zebra-striped rash on my left elbow";
     // One accepted that ends at its deadline (a stored error), one refused at validation:
@@ -40,13 +45,24 @@ async fn logs_carry_the_message_hash_never_the_message() {
     let r = s.triage(9, secret).await;
     assert_eq!(r.status(), 504);
     let r = s
-        .triage_raw(&s.admin, None, json!({"message": format!("{secret}\u{7}")}).to_string(), None)
+        .triage_raw(
+            &s.admin,
+            None,
+            json!({"message": format!("{secret}\u{7}")}).to_string(),
+            None,
+        )
         .await;
     assert_eq!(r.status(), 400);
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("request_id"), "the test captured the gateway's logs:\n{logs}");
+    assert!(
+        logs.contains("request_id"),
+        "the test captured the gateway's logs:\n{logs}"
+    );
     let sha = careflow_gateway::flow::sha256_hex(secret);
-    assert!(logs.contains(&sha[..12]), "the hash prefix is logged:\n{logs}");
+    assert!(
+        logs.contains(&sha[..12]),
+        "the hash prefix is logged:\n{logs}"
+    );
     assert!(!logs.contains("zebra"), "patient text in the logs:\n{logs}");
 }

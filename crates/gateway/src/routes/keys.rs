@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 async fn admin(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let p = st.authenticate(headers).await?;
     if p.role != Role::Admin {
-        return Err(ApiError::Forbidden("managing keys needs an admin key".into()));
+        return Err(ApiError::Forbidden(
+            "managing keys needs an admin key".into(),
+        ));
     }
     Ok(())
 }
@@ -37,7 +39,11 @@ pub async fn create(
     let body = body_bytes(&st, &headers, body)?;
     let map = validate::json_object(&body)?;
     if let Some(k) = map.keys().find(|k| !matches!(k.as_str(), "name" | "role")) {
-        return Err(ApiError::bad_field("unknown_field", k, format!("{k}: unknown field")));
+        return Err(ApiError::bad_field(
+            "unknown_field",
+            k,
+            format!("{k}: unknown field"),
+        ));
     }
     let name = match map.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 100 => s.trim().to_string(),
@@ -54,7 +60,11 @@ pub async fn create(
         .and_then(Value::as_str)
         .and_then(Role::parse)
         .ok_or_else(|| {
-            ApiError::bad_field("invalid_field", "role", "role: one of portal, clinician, admin")
+            ApiError::bad_field(
+                "invalid_field",
+                "role",
+                "role: one of portal, clinician, admin",
+            )
         })?;
     let (record, secret) = st.keys.create(&name, role).await?;
     tracing::info!(key_id = %record.id, role = role.as_str(), "API key created");

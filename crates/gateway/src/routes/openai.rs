@@ -44,7 +44,8 @@ fn unix_now() -> u64 {
 pub async fn models(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     st.authenticate(&headers).await?;
     let base = &st.info.model;
-    let mut data = vec![json!({"id": base, "object": "model", "created": 0, "owned_by": "careflow"})];
+    let mut data =
+        vec![json!({"id": base, "object": "model", "created": 0, "owned_by": "careflow"})];
     for a in &st.info.adapters {
         data.push(json!({
             "id": a, "object": "model", "created": 0, "owned_by": "careflow",
@@ -137,9 +138,12 @@ struct ChatResult {
 fn parse(st: &AppState, bytes: &[u8]) -> Result<ChatJob, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let req: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let p = e.path().to_string();
-        let field = (p != "." && !p.is_empty()).then_some(p);
-        let code = if e.inner().is_data() { "invalid_type" } else { "malformed_json" };
+        let field = crate::validate::path_field(e.path());
+        let code = if e.inner().is_data() {
+            "invalid_type"
+        } else {
+            "malformed_json"
+        };
         ApiError::BadRequest {
             code,
             message: match &field {
@@ -157,11 +161,18 @@ fn parse(st: &AppState, bytes: &[u8]) -> Result<ChatJob, ApiError> {
         return Err(ApiError::bad_field(
             "model_not_found",
             "model",
-            format!("model: `{}` is not served here (see GET /v1/models)", req.model),
+            format!(
+                "model: `{}` is not served here (see GET /v1/models)",
+                req.model
+            ),
         ));
     };
     if req.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_field("invalid_field", "n", "n: only 1 choice is supported"));
+        return Err(ApiError::bad_field(
+            "invalid_field",
+            "n",
+            "n: only 1 choice is supported",
+        ));
     }
     let mut prefix = Vec::new();
     let mut turn = Vec::new();
@@ -195,7 +206,10 @@ fn parse(st: &AppState, bytes: &[u8]) -> Result<ChatJob, ApiError> {
                 format!("{f}: over {MAX_CONTENT_CHARS} characters"),
             ));
         }
-        if let Some(c) = text.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+        if let Some(c) = text
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+        {
             let f = format!("{field}.content");
             return Err(ApiError::bad_field(
                 "invalid_field",
@@ -235,13 +249,19 @@ fn parse(st: &AppState, bytes: &[u8]) -> Result<ChatJob, ApiError> {
         .or(req.max_tokens)
         .map_or(DEFAULT_MAX_TOKENS, |n| n.min(usize::MAX as u64) as usize);
     if asked == 0 {
-        return Err(ApiError::bad_field("invalid_field", "max_tokens", "max_tokens: must be at least 1"));
+        return Err(ApiError::bad_field(
+            "invalid_field",
+            "max_tokens",
+            "max_tokens: must be at least 1",
+        ));
     }
     let constraint = match req.response_format {
         None | Some(ResponseFormat::Text) => None,
         Some(ResponseFormat::JsonObject) => Some(Constraint::JsonSchema(json!({"type": "object"}))),
         Some(ResponseFormat::JsonSchema { json_schema }) => Some(Constraint::JsonSchema(
-            json_schema.schema.unwrap_or_else(|| json!({"type": "object"})),
+            json_schema
+                .schema
+                .unwrap_or_else(|| json!({"type": "object"})),
         )),
     };
     Ok(ChatJob {
@@ -266,10 +286,12 @@ fn engine_error(e: EngineError) -> GatewayError {
         EngineError::Overloaded { .. } => GatewayError::Overloaded {
             retry_after: std::time::Duration::from_secs(1),
         },
-        EngineError::ContextOverflow { .. } | EngineError::InvalidInput(_) => GatewayError::Invalid {
-            field: "messages".into(),
-            reason: e.to_string(),
-        },
+        EngineError::ContextOverflow { .. } | EngineError::InvalidInput(_) => {
+            GatewayError::Invalid {
+                field: "messages".into(),
+                reason: e.to_string(),
+            }
+        }
         EngineError::Constraint(_) => GatewayError::Invalid {
             field: "response_format".into(),
             reason: e.to_string(),
@@ -278,7 +300,11 @@ fn engine_error(e: EngineError) -> GatewayError {
     }
 }
 
-async fn complete(engine: Arc<dyn Engine>, job: &ChatJob, ctx: &Ctx) -> Result<ChatResult, GatewayError> {
+async fn complete(
+    engine: Arc<dyn Engine>,
+    job: &ChatJob,
+    ctx: &Ctx,
+) -> Result<ChatResult, GatewayError> {
     let opened = engine
         .open(OpenSession {
             cache_prefix: !job.prefix.is_empty(),

@@ -34,11 +34,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Response, ApiError> {
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     st.metrics.queue_depth.set(st.queue.depth() as i64);
     let text = st.metrics.render()?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 pub async fn openapi() -> Response {

@@ -42,7 +42,11 @@ pub(crate) fn body_bytes(
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -69,7 +73,10 @@ pub async fn post(
             return Err(ApiError::bad_field(
                 "invalid_field",
                 "workflow",
-                format!("workflow: this server runs `{}`, not `{w}`", st.info.workflow),
+                format!(
+                    "workflow: this server runs `{}`, not `{w}`",
+                    st.info.workflow
+                ),
             ));
         }
     }
@@ -212,5 +219,9 @@ pub async fn get(
     } else {
         StatusCode::OK
     };
-    Ok(json_response(status, record(&row).to_string(), &row.request_id))
+    Ok(json_response(
+        status,
+        record(&row).to_string(),
+        &row.request_id,
+    ))
 }

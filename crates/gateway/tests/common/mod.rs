@@ -29,7 +29,9 @@ impl Issuer {
         let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         // SubjectPublicKeyInfo for Ed25519: a fixed 12-byte header, then the 32-byte key.
-        let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
         spki.extend_from_slice(pair.public_key().as_ref());
         let b64 = base64::engine::general_purpose::STANDARD.encode(&spki);
         Issuer {
@@ -114,9 +116,13 @@ pub async fn start_on(
     let settings = config.build().unwrap();
     let store = Store::connect(&db_url).await.unwrap();
     let (_, portal) = create_key(&store, "portal", Role::Portal).await.unwrap();
-    let (_, clinician) = create_key(&store, "clinician", Role::Clinician).await.unwrap();
+    let (_, clinician) = create_key(&store, "clinician", Role::Clinician)
+        .await
+        .unwrap();
     let (_, admin) = create_key(&store, "admin", Role::Admin).await.unwrap();
-    let state = AppState::new(settings, service, store.clone()).await.unwrap();
+    let state = AppState::new(settings, service, store.clone())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
