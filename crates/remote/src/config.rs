@@ -4,6 +4,7 @@
 
 use crate::anthropic::AnthropicEngine;
 use crate::openai::OpenAiEngine;
+use crate::replicas::ReplicaSet;
 use crate::secret::ApiKey;
 use careflow_engine::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,14 @@ pub struct RemoteConfig {
     /// Ask an OpenAI-compatible server for per-token logprobs (the workflow's confidence
     /// signal). Anthropic has none; ignored there.
     pub logprobs: bool,
+    /// OpenAI only: base URLs of several replicas serving the same model (vLLM pods behind no
+    /// session-aware router). Each request's session is pinned to one of them, health-probed,
+    /// and failed over; see [`crate::replicas`]. Leave `base_url` empty when set.
+    pub replicas: Vec<String>,
+    /// How often each replica is probed (`GET {base}/models`).
+    pub health_interval_ms: u64,
+    /// A probe slower than this marks the replica down.
+    pub health_timeout_ms: u64,
 }
 
 impl Default for RemoteConfig {
@@ -90,6 +99,9 @@ impl Default for RemoteConfig {
             breaker_failures: 5,
             breaker_cooldown_ms: 30_000,
             logprobs: true,
+            replicas: Vec::new(),
+            health_interval_ms: 5_000,
+            health_timeout_ms: 2_000,
         }
     }
 }
@@ -152,6 +164,28 @@ impl RemoteConfig {
                 return Err(bad(field, "must be greater than 0".into()));
             }
         }
+        if !self.replicas.is_empty() {
+            if self.kind != RemoteKind::Openai {
+                return Err(bad(
+                    "replicas",
+                    "only an OpenAI-compatible backend (kind = \"openai\") runs replicas".into(),
+                ));
+            }
+            if !self.base_url.trim().is_empty() {
+                return Err(bad(
+                    "base_url",
+                    "leave it empty when `replicas` lists the servers".into(),
+                ));
+            }
+            for (field, v) in [
+                ("health_interval_ms", self.health_interval_ms),
+                ("health_timeout_ms", self.health_timeout_ms),
+            ] {
+                if v == 0 {
+                    return Err(bad(field, "must be greater than 0".into()));
+                }
+            }
+        }
         if self.backoff_max_ms < self.backoff_base_ms {
             return Err(bad(
                 "backoff_max_ms",
@@ -196,6 +230,10 @@ impl RemoteConfig {
 
     /// Builds the engine with an explicit key (tests, secrets managers).
     pub fn build_with_key(&self, key: Option<ApiKey>) -> Result<Arc<dyn Engine>, EngineError> {
+        if !self.replicas.is_empty() {
+            self.validate()?;
+            return Ok(Arc::new(ReplicaSet::new(self, key)?));
+        }
         Ok(match self.kind {
             RemoteKind::Openai => Arc::new(OpenAiEngine::new(self, key)?),
             RemoteKind::Anthropic => Arc::new(AnthropicEngine::new(self, key)?),

@@ -159,6 +159,17 @@ impl<P: Protocol> RemoteEngine<P> {
         self.inner.transport.breaker.state()
     }
 
+    /// Prompt tokens the server computed, prompt tokens it served from its cache, and tokens
+    /// it generated, summed over this engine's replies.
+    pub fn token_counts(&self) -> (u64, u64, u64) {
+        let c = &self.inner.counters;
+        (
+            c.computed.load(Ordering::Relaxed),
+            c.reused.load(Ordering::Relaxed),
+            c.generated.load(Ordering::Relaxed),
+        )
+    }
+
     /// HTTP requests sent so far, retries included.
     pub fn requests_sent(&self) -> u64 {
         self.inner.transport.requests.load(Ordering::Relaxed)

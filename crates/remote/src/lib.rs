@@ -12,6 +12,8 @@
 //! - [`engine`]: [`RemoteEngine`], generic over a wire [`engine::Protocol`]: sessions, adapter
 //!   mapping, accounting, the [`Engine`] impl.
 //! - [`openai`], [`anthropic`]: the two wire formats.
+//! - [`replicas`]: [`ReplicaSet`], several OpenAI-compatible replicas as one engine (session
+//!   affinity by rendezvous hashing, health probes, failover of a session's remaining turns).
 //! - [`session`]: client-side transcripts (a remote server holds no session for us).
 //! - [`transport`]: one call: breaker, attempts, deadline, error classification.
 //! - [`retry`]: exponential backoff with full jitter, and `Retry-After`.
@@ -28,6 +30,7 @@ pub mod breaker;
 pub mod config;
 pub mod engine;
 pub mod openai;
+pub mod replicas;
 pub mod retry;
 pub mod secret;
 pub mod session;
@@ -38,6 +41,7 @@ pub use breaker::BreakerState;
 pub use config::{RemoteConfig, RemoteKind};
 pub use engine::RemoteEngine;
 pub use openai::OpenAiEngine;
+pub use replicas::{ReplicaSet, ReplicaStatus};
 pub use secret::ApiKey;
 
 #[doc(no_inline)]

@@ -127,6 +127,9 @@ impl Stub {
             logprobs: self.st.kind == Kind::OpenAi,
             adapters: BTreeMap::new(),
             api_key_env: None,
+            replicas: Vec::new(),
+            health_interval_ms: 3_600_000,
+            health_timeout_ms: 500,
         }
     }
 }
@@ -189,6 +192,10 @@ async fn handle(
 
 fn openai(st: &Inner, path: &str, h: &HeaderMap, v: &Value) -> Response {
     let k = Kind::OpenAi;
+    if path == "/v1/models" {
+        let data: Vec<Value> = st.models.iter().map(|m| json!({"id": m, "object": "model"})).collect();
+        return axum::Json(json!({"object": "list", "data": data})).into_response();
+    }
     if path != "/v1/chat/completions" {
         return error(404, k, "Not Found");
     }
