@@ -5,7 +5,7 @@
 # on 2 cores run 10-100x slower (see DESIGN.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CAREFLOW_WITH_POSTGRES=1 scripts/setup.sh
+CAREFLOW_WITH_POSTGRES=1 CAREFLOW_WITH_TRAINING=1 scripts/setup.sh
 
 cargo build --release -p careflow-cli
 target/release/careflow model pull smollm2-135m >/dev/null
@@ -32,4 +32,7 @@ if [ -z "${CAREFLOW_TEST_POSTGRES_URL:-}" ] && [ "$(id -u)" -eq 0 ] && id postgr
 fi
 
 scripts/check-deploy.sh
+# The training package's own tests (dataset checks, the GGUF export's RoPE permutation, aLoRA).
+(cd training && PYTHONPATH=. "${CAREFLOW_CACHE_DIR:-$HOME/.cache/careflow}/venv/bin/python" -m pytest -q)
+
 cargo test --release --workspace -- --test-threads=1 "$@"

@@ -32,6 +32,9 @@ class Encoded:
     context: list[int]
     step: list[int]
     labels: list[int]
+    # Tokens at the start of the context that every example of a workflow shares (the BOS and
+    # the system message: careflow's shared prefix); 0 when unknown or cut.
+    shared: int = 0
 
     @property
     def target_tokens(self) -> int:
@@ -76,9 +79,12 @@ class ChatML:
         if len(messages) < 2 or messages[-1]["role"] != "assistant":
             raise ValueError("an example ends with the step's user message and the answer")
         context: list[int] = [self.bos_id] if self.add_bos else []
-        for m in messages[:-2]:
+        shared = 0
+        for i, m in enumerate(messages[:-2]):
             o, c, e = self.message(m["role"], m["content"])
             context += o + c + e
+            if i == 0 and m["role"] == "system":
+                shared = len(context)
         step: list[int] = []
         labels: list[int] = []
         if len(messages) > 2 and messages[-3]["role"] == "assistant":
@@ -96,7 +102,7 @@ class ChatML:
         answer = self._plain(messages[-1]["content"]) + [self.im_end]
         step += answer
         labels += answer
-        return Encoded(context, step, labels)
+        return Encoded(context, step, labels, min(shared, len(context)))
 
 
 def fit(enc: Encoded, max_len: int) -> Encoded | None:
@@ -107,7 +113,7 @@ def fit(enc: Encoded, max_len: int) -> Encoded | None:
     keep = max_len - len(enc.step)
     if len(enc.context) <= keep:
         return enc
-    return Encoded(enc.context[len(enc.context) - keep:] if keep else [], enc.step, enc.labels)
+    return Encoded(enc.context[len(enc.context) - keep:] if keep else [], enc.step, enc.labels, 0)
 
 
 def invocation_tokens(encoded: list[Encoded], limit: int = 16) -> list[int]:

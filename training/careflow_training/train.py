@@ -144,7 +144,7 @@ def run(a, progress: Progress) -> int:
 
     t = time.time()
     tok, model = base_mod.load(a.base, torch.float32, quant)
-    if not cuda:
+    if quant != "nf4":  # a 4-bit model is placed on the GPU as it loads
         model.to(device)
     load_s = time.time() - t
     progress.emit("loaded", seconds=round(load_s, 1))
@@ -169,7 +169,9 @@ def run(a, progress: Progress) -> int:
     if quant == "nf4":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        # aLoRA runs only the step's tokens with gradients (the context's KV comes from the
+        # cache): activations are small. A plain LoRA runs whole sequences: checkpoint them.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=a.mode == "lora")
     model = get_peft_model(model, lcfg)
     params = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in params)
@@ -186,27 +188,40 @@ def run(a, progress: Progress) -> int:
     )
     contexts: dict[tuple, object] = {}
     context_tokens = 0
+    context_seconds = 0.0
 
-    def context_kv(ids: list[int]):
-        nonlocal context_tokens
+    def context_kv(ids: list[int], shared: int = 0):
+        """The base model's KV of a context, cached. The shared prefix (the system message,
+        identical across examples) is computed once and each context extends a copy of it."""
+        nonlocal context_tokens, context_seconds
         if not ids:
             return None
         key = tuple(ids)
         kv = contexts.get(key)
         if kv is None:
+            start, past = 0, None
+            if 0 < shared < len(ids):
+                past = copy.deepcopy(context_kv(ids[:shared]))
+                start = shared
+            t0 = time.time()
             with torch.no_grad(), model.disable_adapter(), autocast:
-                out = model(input_ids=torch.tensor([ids], device=device), use_cache=True)
+                out = model(
+                    input_ids=torch.tensor([ids[start:]], device=device), cache=past, use_cache=True
+                )
             kv = out.cache
-            context_tokens += len(ids)
+            context_tokens += len(ids) - start
+            context_seconds += time.time() - t0
             if len(contexts) >= 64:
-                contexts.pop(next(iter(contexts)))
+                # Keep the shared prefixes (short keys are reused by every example).
+                victim = max(contexts, key=len)
+                contexts.pop(victim)
             contexts[key] = kv
         return kv
 
     def forward(enc):
         """(loss, tokens run forward and backward)."""
         if a.mode == "alora":
-            kv = context_kv(enc.context)
+            kv = context_kv(enc.context, enc.shared)
             ids = torch.tensor([enc.step], device=device)
             labels = torch.tensor([enc.labels], device=device)
             with autocast:
@@ -248,13 +263,14 @@ def run(a, progress: Progress) -> int:
             elapsed_s=round(elapsed, 1),
         )
     train_s = time.time() - t_train
+    train_context_s = context_seconds
     model.eval()
 
     probe = None
     if a.probe_tokens > 0:
         first = encoded[0]
         # The base's context KV (computed for training in alora mode) serves both probes.
-        base_kv = context_kv(first.context)
+        base_kv = context_kv(first.context, first.shared)
         probe = {
             "example_line": lines[0],
             "adapter": greedy(model, first, a.probe_tokens, True, a.mode, device, tok, base_kv),
@@ -286,6 +302,9 @@ def run(a, progress: Progress) -> int:
         "train_loss_last5": round(sum(losses[-5:]) / len(losses[-5:]), 4),
         "train_tokens": trained_tokens, "context_tokens": context_tokens,
         "tokens_per_s": round(trained_tokens / max(train_s, 1e-9), 1),
+        # Forward + backward + AdamW alone, without the base's context passes.
+        "train_tokens_per_s": round(trained_tokens / max(train_s - train_context_s, 1e-9), 1),
+        "context_seconds": round(train_context_s, 1),
         "train_seconds": round(train_s, 1), "load_seconds": round(load_s, 1),
         "total_seconds": round(time.time() - started, 1), "examples_skipped_too_long": skipped,
         "tensors": n_tensors,

@@ -102,3 +102,26 @@ def test_invocation_tokens_are_the_common_opening_and_fit_cuts_the_context_from_
     assert chat.fit(a, 5).context == [2, 3][-1:]
     assert chat.fit(a, 3) is None
     assert chat.fit(a, 10) is a
+
+
+def test_a_context_extended_from_the_cached_shared_prefix_equals_the_context_computed_whole():
+    model = with_random_lora(tiny_llama())
+    shared, rest, step = [5, 9, 11, 3], [17, 2, 8, 30], [40, 41, 7, 19]
+    with torch.no_grad(), model.disable_adapter():
+        whole = model(input_ids=torch.tensor([shared + rest]), use_cache=True).cache
+        prefix = model(input_ids=torch.tensor([shared]), use_cache=True).cache
+        extended = model(input_ids=torch.tensor([rest]), cache=copy.deepcopy(prefix), use_cache=True).cache
+    with torch.no_grad():
+        a = model(input_ids=torch.tensor([step]), cache=whole, use_cache=True).logits
+        b = model(input_ids=torch.tensor([step]), cache=extended, use_cache=True).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_shared_prefix_is_the_system_message():
+    t = chat.ChatML(ToyTokenizer())
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "P"},
+            {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "x"}]
+    e = t.encode(msgs)
+    assert e.shared == len([1, *map(ord, "system\nS"), 2, ord("\n")])
+    assert t.encode(msgs[:1] + msgs[3:]).shared == len(t.encode(msgs[:1] + msgs[3:]).context)

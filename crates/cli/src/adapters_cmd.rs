@@ -32,7 +32,9 @@ pub enum AdaptersCommand {
 
 pub async fn run(c: AdaptersCommand) -> Result<()> {
     match c {
-        AdaptersCommand::List { dir, json } => list(&dir.unwrap_or_else(default_adapters_dir), json),
+        AdaptersCommand::List { dir, json } => {
+            list(&dir.unwrap_or_else(default_adapters_dir), json)
+        }
         AdaptersCommand::Show { name, dir, json } => {
             show(&name, &dir.unwrap_or_else(default_adapters_dir), json)
         }
@@ -50,6 +52,11 @@ fn base_name(sha: &str) -> String {
 
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
+}
+
+/// A field of a manifest's map, `Null` when absent.
+fn at<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> &'a Value {
+    map.get(key).unwrap_or(&Value::Null)
 }
 
 fn num(v: &Value) -> String {
@@ -96,7 +103,9 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"dir": dir, "adapters": items, "not_manifests": skipped}))?
+            serde_json::to_string_pretty(
+                &json!({"dir": dir, "adapters": items, "not_manifests": skipped})
+            )?
         );
         return Ok(());
     }
@@ -110,13 +119,16 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
                 m.mode.clone(),
                 base_name(&m.base_model.sha256),
                 format!("{} ({} ex.)", short(&m.dataset.sha256), m.dataset.examples),
-                format!("r{} x{} steps", num(&h["rank"]), num(&h["steps"])),
+                format!("r{} x{} steps", num(at(h, "rank")), num(at(h, "steps"))),
                 format!(
                     "{} -> {}",
-                    num(&m.metrics["train_loss_first"]),
-                    num(&m.metrics["train_loss_last"])
+                    num(at(&m.metrics, "train_loss_first")),
+                    num(at(&m.metrics, "train_loss_last"))
                 ),
-                num(&m.metrics["tokens_per_s"]),
+                num(match at(&m.metrics, "train_tokens_per_s") {
+                    Value::Null => at(&m.metrics, "tokens_per_s"),
+                    v => v,
+                }),
                 if m.adapter_path(p).is_file() {
                     m.created_at.clone()
                 } else {
@@ -127,15 +139,7 @@ fn list(dir: &Path, as_json: bool) -> Result<()> {
         .collect();
     output::table(
         &[
-            "name",
-            "step",
-            "mode",
-            "base",
-            "dataset",
-            "training",
-            "loss",
-            "tokens/s",
-            "created",
+            "name", "step", "mode", "base", "dataset", "training", "loss", "tokens/s", "created",
         ],
         &rows,
     );

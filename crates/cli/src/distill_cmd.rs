@@ -36,12 +36,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const LONG_ABOUT: &str = "Distil the teacher tier into per-step adapters for the small model.\n\n\
-  careflow distill generate --frontier qwen2.5-coder-0.5b --synthetic 40 --suite data/eval/dev.jsonl --out traces/\n  \
-careflow distill train --data traces/ --out adapters/ --only plan --steps 40 --rank 16\n  \
-careflow distill eval --data traces/ --adapters adapters/\n\n\
-The training environment (Python: torch, transformers, PEFT, gguf) comes from \
-`CAREFLOW_WITH_TRAINING=1 scripts/setup.sh`; see training/README.md for the GPU (QLoRA) recipe.";
+pub const LONG_ABOUT: &str = concat!(
+    "Distil the teacher tier into per-step adapters for the small model.\n\n",
+    "  careflow distill generate --frontier qwen2.5-coder-0.5b --synthetic 40 --suite data/eval/dev.jsonl --out traces/\n",
+    "  careflow distill train --data traces/ --out adapters/ --only plan --steps 40 --rank 16\n",
+    "  careflow distill eval --data traces/ --adapters adapters/\n\n",
+    "The training environment (Python: torch, transformers, PEFT, gguf) comes from ",
+    "`CAREFLOW_WITH_TRAINING=1 scripts/setup.sh`; see training/README.md for the GPU (QLoRA) recipe."
+);
 
 #[derive(Subcommand)]
 pub enum DistillCommand {
@@ -114,7 +116,9 @@ struct StepCounts {
 
 async fn generate(a: GenerateArgs) -> Result<()> {
     let (rules, guidelines) = a.knowledge.load()?;
-    let rc = a.setup.resolve(&a.engine, &crate::commands::DbArgs { database: None })?;
+    let rc = a
+        .setup
+        .resolve(&a.engine, &crate::commands::DbArgs { database: None })?;
     rc.check()?;
     let def = rc.workflow_def()?;
     let generating: Vec<String> = def
@@ -170,8 +174,7 @@ async fn generate(a: GenerateArgs) -> Result<()> {
     // The teacher serves every step: it is the workflow's only tier.
     let wf = TriageWorkflow::new(teacher.engine.clone(), None, rules, guidelines, run)?
         .with_definition(def)?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
 
     let pb = output::progress(
         corpus.len() as u64,
@@ -208,6 +211,7 @@ async fn generate(a: GenerateArgs) -> Result<()> {
             })
             .await;
         pb.inc(1);
+        tracing::info!(id = %src.id, done = pb.position(), total = corpus.len(), "teacher trace");
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {
@@ -765,8 +769,7 @@ pub fn check_dataset(path: &Path) -> Result<usize> {
         if line.trim().is_empty() {
             continue;
         }
-        check_chat_line(line)
-            .map_err(|why| anyhow!("{}:{}: {why}", path.display(), i + 1))?;
+        check_chat_line(line).map_err(|why| anyhow!("{}:{}: {why}", path.display(), i + 1))?;
         n += 1;
     }
     if n == 0 {
@@ -913,7 +916,10 @@ async fn train(a: TrainArgs) -> Result<()> {
         };
         pb.finish_and_clear();
         if let Some(e) = &run.error {
-            bail!("training the `{step}` adapter failed: {e}\n(full log: {})", log.display());
+            bail!(
+                "training the `{step}` adapter failed: {e}\n(full log: {})",
+                log.display()
+            );
         }
         results.push((step.clone(), n, run));
     }
@@ -951,16 +957,19 @@ async fn train(a: TrainArgs) -> Result<()> {
             a.mode.name().to_string(),
             n.to_string(),
             format!("{} -> {}", m["train_loss_first"], m["train_loss_last"]),
-            format!("{}", m["tokens_per_s"]),
+            // Forward + backward alone when the trainer reports it (the base's context passes
+            // excluded), else everything in the training loop.
+            format!(
+                "{}",
+                if m["train_tokens_per_s"].is_null() {
+                    &m["tokens_per_s"]
+                } else {
+                    &m["train_tokens_per_s"]
+                }
+            ),
             format!("{}", m["total_seconds"]),
-            format!(
-                "{:.3}",
-                check["logit_change"].as_f64().unwrap_or_default()
-            ),
-            format!(
-                "{}/{}",
-                check["probe_match"], check["probe_tokens"]
-            ),
+            format!("{:.3}", check["logit_change"].as_f64().unwrap_or_default()),
+            format!("{}/{}", check["probe_match"], check["probe_tokens"]),
             adapter.path.display().to_string(),
         ]);
         report.push(json!({
@@ -1034,6 +1043,7 @@ fn run_trainer(
             }
             Some("loaded") => pb.set_message(format!("{step}: training")),
             Some("step") => {
+                tracing::info!(step, progress = %line, "training");
                 pb.set_position(ev["step"].as_u64().unwrap_or(0));
                 pb.set_message(format!(
                     "{step}: loss {:.3}, {} tok/s",
@@ -1063,7 +1073,10 @@ fn run_trainer(
             .into_iter()
             .rev()
             .collect();
-        run.error = Some(format!("the trainer exited with {status}:\n{}", tail.join("\n")));
+        run.error = Some(format!(
+            "the trainer exited with {status}:\n{}",
+            tail.join("\n")
+        ));
     }
     if run.error.is_none() && run.manifest.is_none() {
         run.error = Some("the trainer ended without reporting its adapter".into());
@@ -1185,7 +1198,8 @@ async fn engine_check(
         true,
     )
     .await?;
-    let (without_g, without_l) = answer_step(engine, &p, None, GenerateParams::text(n), true).await?;
+    let (without_g, without_l) =
+        answer_step(engine, &p, None, GenerateParams::text(n), true).await?;
     let change = match (with_l, without_l) {
         (Some(a), Some(b)) => a
             .iter()
@@ -1198,11 +1212,7 @@ async fn engine_check(
         .as_ref()
         .map(|g| g.tokens.iter().map(|t| i64::from(*t)).collect())
         .unwrap_or_default();
-    let matching = got
-        .iter()
-        .zip(&want)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let matching = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
     Ok(json!({
         "loads": true,
         "logit_change": change,
@@ -1306,12 +1316,11 @@ impl Tally {
 
 async fn eval(a: EvalArgs) -> Result<()> {
     let adapters_dir = a.adapters.clone().unwrap_or_else(default_adapters_dir);
-    let manifests: Vec<(PathBuf, AdapterManifest)> =
-        careflow_engine::manifest::list(&adapters_dir)
-            .with_context(|| format!("reading {}", adapters_dir.display()))?
-            .into_iter()
-            .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
-            .collect();
+    let manifests: Vec<(PathBuf, AdapterManifest)> = careflow_engine::manifest::list(&adapters_dir)
+        .with_context(|| format!("reading {}", adapters_dir.display()))?
+        .into_iter()
+        .filter_map(|(p, m)| m.ok().map(|m| (p, m)))
+        .collect();
     let sets = datasets(&a.data, &a.only)?;
     let mut pairs: Vec<(String, PathBuf, PathBuf, AdapterManifest)> = Vec::new();
     for (step, data) in &sets {
@@ -1356,8 +1365,8 @@ async fn eval(a: EvalArgs) -> Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            let v = check_chat_line(line)
-                .map_err(|e| anyhow!("{}:{}: {e}", data.display(), i + 1))?;
+            let v =
+                check_chat_line(line).map_err(|e| anyhow!("{}:{}: {e}", data.display(), i + 1))?;
             examples.push(v);
         }
         if let Some(n) = a.limit {
@@ -1406,6 +1415,7 @@ async fn eval(a: EvalArgs) -> Result<()> {
                 tally.add(&got, &want, &keys);
             }
             pb.inc(1);
+            tracing::info!(step = %step, done = pb.position(), "student answered");
         }
         pb.finish_and_clear();
         rows.push(vec![
@@ -1465,14 +1475,9 @@ async fn eval(a: EvalArgs) -> Result<()> {
                 },
                 ..Default::default()
             };
-            let wf = TriageWorkflow::new(
-                engine.clone(),
-                None,
-                rules.clone(),
-                guidelines.clone(),
-                run,
-            )?
-            .with_definition(def.clone())?;
+            let wf =
+                TriageWorkflow::new(engine.clone(), None, rules.clone(), guidelines.clone(), run)?
+                    .with_definition(def.clone())?;
             let (mut agree, mut proposed_agree, mut n) = (0u64, 0u64, 0u64);
             // Tokens computed and reused per request, and those of the adapted steps alone: an
             // aLoRA step must not cost a token more than the same step without its adapter.
@@ -1493,6 +1498,7 @@ async fn eval(a: EvalArgs) -> Result<()> {
                     .filter(|s| pairs.iter().any(|(step, _, _, _)| step == &s.step))
                     .map(|s| s.usage.computed)
                     .sum::<u64>();
+                tracing::info!(run = label, done = n, "workflow request");
                 if outcome.disposition.label() == teacher_final {
                     agree += 1;
                 }
@@ -1571,9 +1577,10 @@ mod tests {
 
     #[test]
     fn json_is_written_as_the_constrained_decoder_writes_it() {
-        let v: Value =
-            serde_json::from_str(r#"{"complaint":"back pain","needs_record":true,"cited":["a","b"],"n":[]}"#)
-                .unwrap();
+        let v: Value = serde_json::from_str(
+            r#"{"complaint":"back pain","needs_record":true,"cited":["a","b"],"n":[]}"#,
+        )
+        .unwrap();
         assert_eq!(
             compact_json(&v),
             r#"{"complaint": "back pain", "needs_record": true, "cited": ["a", "b"], "n": []}"#
@@ -1604,9 +1611,11 @@ mod tests {
     #[test]
     fn a_bad_chat_line_says_why() {
         assert!(check_chat_line("{").unwrap_err().contains("not valid JSON"));
-        assert!(check_chat_line(r#"{"messages": [{"role": "user", "content": "x"}]}"#)
-            .unwrap_err()
-            .contains("assistant"));
+        assert!(
+            check_chat_line(r#"{"messages": [{"role": "user", "content": "x"}]}"#)
+                .unwrap_err()
+                .contains("assistant")
+        );
         assert!(check_chat_line(
             r#"{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "{}"}]}"#
         )

@@ -172,7 +172,8 @@ pub fn manifest_beside(adapter: &Path) -> PathBuf {
 }
 
 fn is_manifest_path(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// The adapters as llama.cpp will load them: a manifest path becomes its GGUF file once the
@@ -193,13 +194,12 @@ pub fn resolve_adapters(
             out.push(a.clone());
             continue;
         };
-        let m = AdapterManifest::load(&manifest_path).map_err(|reason| {
-            EngineError::AdapterLoad {
+        let m =
+            AdapterManifest::load(&manifest_path).map_err(|reason| EngineError::AdapterLoad {
                 name: a.name.clone(),
                 path: manifest_path.clone(),
                 reason,
-            }
-        })?;
+            })?;
         if model.is_file() {
             m.check_base(&a.name, &manifest_path, model)?;
         }

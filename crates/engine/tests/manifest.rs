@@ -106,7 +106,10 @@ async fn an_adapter_loads_by_its_manifest_and_changes_the_output() {
         .zip(&logits[1])
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(diff > 1e-3, "the adapter did not change the logits ({diff})");
+    assert!(
+        diff > 1e-3,
+        "the adapter did not change the logits ({diff})"
+    );
 }
 
 #[test]
