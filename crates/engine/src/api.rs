@@ -103,6 +103,12 @@ pub struct Turn {
     pub return_logits: bool,
     /// Fail the turn with [`EngineError::DeadlineExceeded`] past this duration.
     pub deadline: Option<Duration>,
+    /// Receives the generated text piece by piece as it is sampled (whole characters only;
+    /// the pieces concatenate to [`Generation::text`]). The channel closes when generation
+    /// ends. If the receiver is dropped, the engine stops generating for this turn (the
+    /// client went away). Engines that cannot stream send nothing and close it: the caller
+    /// then has the whole text in the turn's result.
+    pub stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -394,3 +394,82 @@ async fn a_deadline_fails_the_turn_and_leaves_the_session_usable() {
     assert!(again.is_ok());
     e.close(s.id).await.unwrap();
 }
+
+fn count_turn(max_tokens: usize, stream: tokio::sync::mpsc::UnboundedSender<String>) -> Turn {
+    Turn {
+        messages: user("Count from 1 to 100, separated by commas."),
+        generate: Some(GenerateParams::text(max_tokens)),
+        stream: Some(stream),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_turn_sends_its_text_while_generating_and_the_pieces_make_the_text() {
+    let e = common::engine();
+    let s = open(&e, false).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let running = {
+        let e = e.clone();
+        tokio::spawn(async move { e.turn(s.id, count_turn(96, tx)).await })
+    };
+    let first = rx.recv().await.expect("a first piece");
+    // Pieces arrive as tokens are sampled, not when the turn is over.
+    assert!(
+        !running.is_finished(),
+        "the first piece came only after the whole generation"
+    );
+    let mut streamed = vec![first];
+    while let Some(p) = rx.recv().await {
+        streamed.push(p);
+    }
+    let out = running.await.unwrap().unwrap();
+    let g = out.generation.unwrap();
+    assert_eq!(streamed.concat(), g.text, "the pieces concatenate to the text");
+    assert!(streamed.len() > 8, "{} pieces", streamed.len());
+    assert!(streamed.iter().all(|p| !p.is_empty() && !p.contains('\u{FFFD}')));
+
+    // Without a stream the same turn gives the same text (greedy): streaming changes nothing.
+    let s2 = open(&e, false).await;
+    let plain = e
+        .turn(
+            s2.id,
+            Turn {
+                stream: None,
+                ..count_turn(96, tokio::sync::mpsc::unbounded_channel().0)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.generation.unwrap().text, g.text);
+}
+
+#[tokio::test]
+async fn a_stream_whose_reader_went_away_stops_generating() {
+    let e = common::engine();
+    let s = open(&e, false).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let running = {
+        let e = e.clone();
+        tokio::spawn(async move { e.turn(s.id, count_turn(200, tx)).await })
+    };
+    rx.recv().await.expect("a first piece");
+    drop(rx);
+    let out = running.await.unwrap().unwrap();
+    assert!(
+        out.usage.generated < 200,
+        "generation ran to max_tokens for nobody: {}",
+        out.usage.generated
+    );
+    // The session stays usable for its next turn.
+    e.turn(
+        s.id,
+        Turn {
+            messages: user("Thanks."),
+            generate: Some(GenerateParams::text(4)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -138,6 +138,7 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         .unwrap();
     let response = client.chat().create(request.clone()).await.unwrap();
     assert_eq!(response.model, model);
+    let whole = response.choices[0].message.content.clone().unwrap_or_default();
     assert!(response.choices[0]
         .message
         .content
@@ -151,10 +152,12 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
     let mut stream = client.chat().create_stream(request).await.unwrap();
     let mut streamed = String::new();
     let mut finished = None;
+    let mut content_chunks = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
         for c in chunk.choices {
             if let Some(t) = c.delta.content {
+                content_chunks += usize::from(!t.is_empty());
                 streamed.push_str(&t);
             }
             if c.finish_reason.is_some() {
@@ -163,6 +166,9 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         }
     }
     assert!(!streamed.is_empty() && finished.is_some());
+    // Token by token as the engine samples them, and the same greedy text as without streaming.
+    assert!(content_chunks > 1, "{content_chunks} content chunks");
+    assert_eq!(streamed, whole);
     // And cached tokens show in the usage of a raw request (the prefix is cached now).
     let raw: Value = s
         .client

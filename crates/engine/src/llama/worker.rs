@@ -215,6 +215,31 @@ struct Gen {
     next: Option<LlamaToken>,
     /// The final sampled token, never decoded because generation stopped after it.
     undecoded: Option<LlamaToken>,
+    /// Where the text goes as it is sampled, and bytes of a character not yet complete.
+    stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    unsent: Vec<u8>,
+}
+
+impl Gen {
+    /// Sends the whole characters of `unsent` (all of it, lossily, when `flush`). Returns
+    /// false when the receiver is gone.
+    fn send_text(&mut self, flush: bool) -> bool {
+        let Some(tx) = &self.stream else {
+            return true;
+        };
+        let n = match std::str::from_utf8(&self.unsent) {
+            Ok(_) => self.unsent.len(),
+            // A character cut at the end: keep its first bytes for the next token.
+            Err(e) if e.error_len().is_none() && !flush => e.valid_up_to(),
+            Err(_) => self.unsent.len(),
+        };
+        if n == 0 {
+            return !tx.is_closed();
+        }
+        let text = String::from_utf8_lossy(&self.unsent[..n]).into_owned();
+        self.unsent.drain(..n);
+        tx.send(text).is_ok()
+    }
 }
 
 struct Job {
@@ -770,6 +795,8 @@ impl<'m> Worker<'m> {
                         logprobs: Vec::new(),
                         next: None,
                         undecoded: None,
+                        stream: turn.stream.clone(),
+                        unsent: Vec::new(),
                     }),
                     Err(e) => return Err((reply, e)),
                 }
@@ -1138,6 +1165,9 @@ impl<'m> Worker<'m> {
             }
             (Target::Session(id), Done::Turn(reply)) => {
                 let undecoded = job.gen.as_ref().and_then(|g| g.undecoded);
+                if let Some(g) = job.gen.as_mut() {
+                    g.send_text(true);
+                }
                 let generation = job.gen.map(|g| {
                     let pieces: Vec<Vec<u8>> = g
                         .tokens
@@ -1203,8 +1233,15 @@ fn sample(model: &LlamaModel, job: &mut Job, logits: &[f32]) -> Result<(), Engin
     gen.constraint.accept(pick.token)?;
     gen.tokens.push(pick.token);
     gen.logprobs.push(pick.logprob);
+    let mut listening = true;
+    if gen.stream.is_some() {
+        gen.unsent
+            .extend(model.vocab().token_to_piece(pick.token, false, None));
+        listening = gen.send_text(false);
+    }
     // Decode it next round only if more may follow; otherwise it waits in the session's tail.
-    let more = gen.tokens.len() < gen.max_tokens && !gen.constraint.finished();
+    // A stream whose receiver is gone ends the generation: nobody will read the rest.
+    let more = listening && gen.tokens.len() < gen.max_tokens && !gen.constraint.finished();
     if more {
         gen.next = Some(pick.token);
     } else {

@@ -7,6 +7,11 @@
 //! closed. Naming an adapter as the model applies it to that turn only. The work goes
 //! through the same bounded queue as triage, so chat cannot starve triage of the engine
 //! without being refused first.
+//!
+//! `stream: true` streams for real: the engine sends each piece of text as it samples it
+//! ([`Turn::stream`]) and it goes out as a `chat.completion.chunk` at once. A failure before
+//! the first piece is still an HTTP status; after it, an `error` event ends the stream. A
+//! client that disconnects stops the generation.
 
 use crate::api_error::ApiError;
 use crate::auth::random_hex;
@@ -29,7 +34,7 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 const DEFAULT_MAX_TOKENS: usize = 256;
 const MAX_CONTENT_CHARS: usize = 32_000;
@@ -304,6 +309,7 @@ async fn complete(
     engine: Arc<dyn Engine>,
     job: &ChatJob,
     ctx: &Ctx,
+    stream: Option<mpsc::UnboundedSender<String>>,
 ) -> Result<ChatResult, GatewayError> {
     let opened = engine
         .open(OpenSession {
@@ -327,6 +333,7 @@ async fn complete(
                 }),
                 return_logits: false,
                 deadline: Some(remaining),
+                stream,
             },
         )
         .await;
@@ -359,7 +366,14 @@ pub async fn chat(
     let job = parse(&st, &body)?;
     let engine = st.service.engine().ok_or(GatewayError::NoEngine)?;
     let slot = st.queue.reserve()?;
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
+    // Streaming: the engine sends the text as it samples it.
+    let (piece_tx, piece_rx) = if job.stream {
+        let (a, b) = mpsc::unbounded_channel();
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
     let job = Arc::new(job);
     let work = job.clone();
     slot.send(
@@ -369,7 +383,7 @@ pub async fn chat(
                     Err(GatewayError::ShuttingDown)
                 } else {
                     tokio::select! {
-                        r = complete(engine, &work, &ctx) => r,
+                        r = complete(engine, &work, &ctx, piece_tx) => r,
                         _ = ctx.cancel.cancelled() => Err(GatewayError::ShuttingDown),
                     }
                 };
@@ -378,62 +392,141 @@ pub async fn chat(
         }),
         received + st.settings.request_deadline,
     );
-    let result = rx
-        .await
-        .map_err(|_| ApiError::Internal("the worker ended without an answer".into()))??;
-    let id = format!("chatcmpl-{}", random_hex(12)?);
-    let usage = json!({
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": result.cached_tokens},
-    });
-    let finish = match result.finish {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
+    let lost = || ApiError::Internal("the worker ended without an answer".into());
+    let chunks = Chunks {
+        id: format!("chatcmpl-{}", random_hex(12)?),
+        created: unix_now(),
+        model: job.model.clone(),
+        include_usage: job.include_usage,
     };
-    let created = unix_now();
-    if !job.stream {
+    let Some(mut piece_rx) = piece_rx else {
+        let result = rx.await.map_err(|_| lost())??;
         return Ok(Json(json!({
-            "id": id,
+            "id": chunks.id,
             "object": "chat.completion",
-            "created": created,
+            "created": chunks.created,
             "model": job.model,
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": result.text},
-                "finish_reason": finish,
+                "finish_reason": finish_label(result.finish),
                 "logprobs": null,
             }],
-            "usage": usage,
+            "usage": usage(&result),
         }))
         .into_response());
-    }
-    // The Engine trait has no token streaming yet: the finished text is sent as one chunk
-    // per token piece (the client sees the OpenAI stream protocol, not the latency gain).
-    let chunk = |delta: Value, finish: Option<&str>| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": job.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        })
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-    for piece in pieces(&result.text, &result.piece_lens) {
-        events.push(chunk(json!({"content": piece}), None));
+    // Until the first piece, a failure is still an HTTP status (overload, a bad request the
+    // engine found); after it, the stream has begun and an error becomes an error event.
+    let first = tokio::select! {
+        biased;
+        r = &mut rx => Err(r),
+        p = piece_rx.recv() => Ok(p),
+    };
+    let first = match first {
+        Ok(Some(piece)) => piece,
+        // Finished before a piece arrived (or the engine does not stream): the whole text,
+        // cut at token boundaries, as chunks.
+        Ok(None) | Err(_) => {
+            let result = match first {
+                Err(r) => r.map_err(|_| lost())??,
+                _ => rx.await.map_err(|_| lost())??,
+            };
+            let mut events = vec![chunks.delta(json!({"role": "assistant", "content": ""}))];
+            for piece in pieces(&result.text, &result.piece_lens) {
+                events.push(chunks.delta(json!({ "content": piece })));
+            }
+            events.extend(chunks.end(&result));
+            let sse: Vec<Result<Event, Infallible>> = events.into_iter().map(Ok).collect();
+            return Ok(Sse::new(futures_util::stream::iter(sse)).into_response());
+        }
+    };
+    let head = vec![
+        Ok(chunks.delta(json!({"role": "assistant", "content": ""}))),
+        Ok(chunks.delta(json!({ "content": first }))),
+    ];
+    // Then each piece as the engine sends it; when the pieces end, the result closes it.
+    let tail = futures_util::stream::unfold(
+        (piece_rx, Some(rx), std::collections::VecDeque::new(), chunks),
+        |(mut pieces, mut result, mut queued, chunks)| async move {
+            loop {
+                if let Some(e) = queued.pop_front() {
+                    return Some((Ok::<Event, Infallible>(e), (pieces, result, queued, chunks)));
+                }
+                if let Some(piece) = pieces.recv().await {
+                    let e = chunks.delta(json!({ "content": piece }));
+                    return Some((Ok(e), (pieces, result, queued, chunks)));
+                }
+                let rx = result.take()?;
+                match rx.await {
+                    Ok(Ok(r)) => queued.extend(chunks.end(&r)),
+                    Ok(Err(e)) => queued.push_back(chunks.error(&e.to_string())),
+                    Err(_) => queued.push_back(chunks.error("the worker ended without an answer")),
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    Ok(Sse::new(futures_util::stream::iter(head).chain(tail)).into_response())
+}
+
+fn finish_label(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
     }
-    events.push(chunk(json!({}), Some(finish)));
-    if job.include_usage {
-        events.push(json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": job.model,
-            "choices": [], "usage": usage,
-        }));
+}
+
+fn usage(r: &ChatResult) -> Value {
+    json!({
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "total_tokens": r.prompt_tokens + r.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
+    })
+}
+
+/// The events of one streamed completion (OpenAI's `chat.completion.chunk` objects).
+struct Chunks {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl Chunks {
+    fn event(&self, choices: Value, usage: Option<Value>) -> Event {
+        let mut v = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": choices,
+        });
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        Event::default().data(v.to_string())
     }
-    let mut sse: Vec<Result<Event, Infallible>> = events
-        .into_iter()
-        .map(|e| Ok(Event::default().data(e.to_string())))
-        .collect();
-    sse.push(Ok(Event::default().data("[DONE]")));
-    Ok(Sse::new(futures_util::stream::iter(sse)).into_response())
+    fn delta(&self, delta: Value) -> Event {
+        self.event(
+            json!([{"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}]),
+            None,
+        )
+    }
+    /// The finish chunk, the usage chunk when asked for, and `[DONE]`.
+    fn end(&self, r: &ChatResult) -> Vec<Event> {
+        let mut v = vec![self.event(
+            json!([{"index": 0, "delta": {}, "finish_reason": finish_label(r.finish), "logprobs": null}]),
+            None,
+        )];
+        if self.include_usage {
+            v.push(self.event(json!([]), Some(usage(r))));
+        }
+        v.push(Event::default().data("[DONE]"));
+        v
+    }
+    /// A failure after the stream began: OpenAI's error object as an event, then the end.
+    fn error(&self, message: &str) -> Event {
+        Event::default().data(json!({"error": {"message": message, "type": "server_error"}}).to_string())
+    }
 }
 
 /// The text split at token boundaries, joining pieces until each ends on a character
