@@ -1,20 +1,14 @@
 //! `careflow cost` as an operator runs it: the real binary, a real ledger, real files. No
 //! model is needed.
 
-use std::path::Path;
+mod common;
+
 use std::process::{Command, Output};
 
 use careflow_core::TokenUsage;
 use careflow_ledger::{now_ms, Ledger, LedgerEntry, Prices};
 
-fn careflow(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_careflow"))
-        .args(args)
-        .env("CAREFLOW_DATA_DIR", data)
-        .env_remove("CAREFLOW_DATABASE_URL")
-        .output()
-        .expect("runs")
-}
+use common::careflow;
 
 fn ok_json(out: &Output) -> serde_json::Value {
     assert!(

@@ -6,24 +6,15 @@
 //! (`CAREFLOW_WITH_TRAINING=1 scripts/setup.sh`; scripts/test.sh does both). Without the
 //! training environment the end-to-end test fails, saying how to install it.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
-fn careflow(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_careflow"))
-        .args(args)
-        .env("CAREFLOW_DATA_DIR", data)
-        .env_remove("CAREFLOW_DATABASE_URL")
-        .env_remove("CAREFLOW_CONFIG")
-        .env_remove("CAREFLOW_FRONTIER_MODEL")
-        .env_remove("CAREFLOW_WORKFLOW")
-        .env_remove("CAREFLOW_MODEL")
-        .output()
-        .expect("runs")
-}
+use common::careflow;
 
 fn ok(out: &Output, what: &str) -> Value {
     assert!(

@@ -4,8 +4,10 @@
 //! The suite is evaluated once (small + stateless, a few minutes on two cores) and the report
 //! is shared by the tests here.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 const SUITE: &str = "data/eval/ci_smoke.jsonl";
@@ -17,15 +19,8 @@ fn workspace_root() -> PathBuf {
 
 /// The binary, run from the workspace root with careflow's environment cleared.
 fn careflow(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_careflow"))
-        .args(args)
+    common::command(args, data)
         .current_dir(workspace_root())
-        .env("CAREFLOW_DATA_DIR", data)
-        .env_remove("CAREFLOW_DATABASE_URL")
-        .env_remove("CAREFLOW_CONFIG")
-        .env_remove("CAREFLOW_WORKFLOW")
-        .env_remove("CAREFLOW_FRONTIER_MODEL")
-        .env_remove("CAREFLOW_PRICES")
         .output()
         .expect("runs")
 }

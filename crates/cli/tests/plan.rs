@@ -1,16 +1,10 @@
 //! `careflow plan` as an operator runs it: the real binary, real files. No model is needed.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn careflow(args: &[&str], data: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_careflow"))
-        .args(args)
-        .env("CAREFLOW_DATA_DIR", data)
-        .env_remove("CAREFLOW_DATABASE_URL")
-        .output()
-        .expect("runs")
-}
+use std::process::Output;
+
+use common::careflow;
 
 fn ok_json(out: &Output) -> serde_json::Value {
     assert!(

@@ -1,18 +1,9 @@
 //! Workflow files, the cost ledger and their errors, through the real binary.
 
-use std::process::{Command, Output};
+mod common;
 
-fn careflow(args: &[&str], data: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_careflow"))
-        .args(args)
-        .env("CAREFLOW_DATA_DIR", data)
-        .env_remove("CAREFLOW_DATABASE_URL")
-        .env_remove("CAREFLOW_CONFIG")
-        .env_remove("CAREFLOW_FRONTIER_MODEL")
-        .env_remove("CAREFLOW_WORKFLOW")
-        .output()
-        .expect("runs")
-}
+
+use common::careflow;
 
 fn repo(path: &str) -> String {
     format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,8 @@ pub fn command(args: &[&str], data: &Path) -> Command {
         .env_remove("CAREFLOW_CONFIG")
         .env_remove("CAREFLOW_FRONTIER_MODEL")
         .env_remove("CAREFLOW_WORKFLOW")
-        .env_remove("CAREFLOW_MODEL");
+        .env_remove("CAREFLOW_MODEL")
+        .env_remove("CAREFLOW_PRICES");
     c
 }
 
