@@ -234,7 +234,7 @@ pub async fn triage(a: TriageArgs) -> Result<()> {
         Some(_) => Some(connect(&rc.database_url()).await?),
         None => None,
     };
-    let engine = Arc::new(rc.small_engine_config()?.build()?);
+    let engine = rc.small_engine()?;
     let mut run = rc.file.run.clone();
     run.mode = a.mode.into();
     if a.today.is_some() {

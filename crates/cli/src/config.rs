@@ -67,6 +67,11 @@ pub struct SmallConfig {
     pub threads: Option<usize>,
     pub price: String,
     pub adapters: Vec<AdapterConfig>,
+    /// The small model on OpenAI-compatible servers (vLLM pods, other careflow gateways)
+    /// instead of embedded: `[small.remote]` with `base_url`, or `replicas` for several
+    /// (session affinity, health probes, failover). Step adapters are served model names
+    /// (`adapters = { plan = "plan", … }` in this table).
+    pub remote: Option<RemoteConfig>,
 }
 
 impl Default for SmallConfig {
@@ -76,6 +81,7 @@ impl Default for SmallConfig {
             threads: None,
             price: careflow_ledger::tiers::LOCAL_SMALL.into(),
             adapters: Vec::new(),
+            remote: None,
         }
     }
 }
@@ -193,6 +199,9 @@ impl RuntimeConfig {
         let prices = self.prices()?;
         self.workflow_def()?;
         prices.tier(&self.file.small.price).context("small.price")?;
+        if let Some(remote) = &self.file.small.remote {
+            self.check_small_remote(remote)?;
+        }
         self.file
             .run
             .cascade
@@ -206,6 +215,42 @@ impl RuntimeConfig {
             .database
             .clone()
             .unwrap_or_else(default_database_url)
+    }
+
+    /// The small tier's engine: embedded (the model file, loaded here) or the remote servers of
+    /// `[small.remote]`.
+    pub fn small_engine(&self) -> Result<Arc<dyn careflow_engine::Engine>> {
+        let Some(remote) = &self.file.small.remote else {
+            return Ok(Arc::new(
+                self.small_engine_config()?
+                    .build()
+                    .context("starting the small engine")?,
+            ));
+        };
+        self.check_small_remote(remote)?;
+        remote
+            .build()
+            .map_err(|e| anyhow!("small.remote: {e}"))
+    }
+
+    fn check_small_remote(&self, remote: &RemoteConfig) -> Result<()> {
+        let small = &self.file.small;
+        if small.model.is_some() {
+            bail!(
+                "small.model: [small.remote] serves the small model; leave small.model (and \
+                 CAREFLOW_MODEL, --model) unset, or remove [small.remote]"
+            );
+        }
+        if !small.adapters.is_empty() {
+            bail!(
+                "small.adapters: GGUF adapters are for the embedded model; a remote server \
+                 serves adapters as model names (small.remote.adapters)"
+            );
+        }
+        remote
+            .validate()
+            .map(|_| ())
+            .map_err(|e| anyhow!("small.remote: {e}"))
     }
 
     pub fn small_engine_config(&self) -> Result<EngineConfig> {

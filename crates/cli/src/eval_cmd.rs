@@ -283,11 +283,7 @@ async fn suite(a: SuiteEval) -> Result<()> {
     // Engines: one per model, shared by the strategies that use it.
     let small_engine: Option<Arc<dyn careflow_engine::Engine>> =
         if kinds.iter().any(|k| k.uses_small()) {
-            Some(Arc::new(
-                rc.small_engine_config()?
-                    .build()
-                    .context("starting the small engine")?,
-            ))
+            Some(rc.small_engine()?)
         } else {
             None
         };

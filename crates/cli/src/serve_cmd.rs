@@ -48,7 +48,7 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     let store = Store::connect(&url)
         .await
         .with_context(|| format!("opening the gateway tables at {}", redact(&url)))?;
-    let engine: Arc<dyn Engine> = Arc::new(rc.small_engine_config()?.build()?);
+    let engine: Arc<dyn Engine> = rc.small_engine()?;
     let mut run = rc.file.run.clone();
     // The workflow's own deadline (past it the case goes to human review, a decision) comes
     // before the gateway's (past it the request ends as an error).

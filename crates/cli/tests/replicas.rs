@@ -127,9 +127,9 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
             backoff_max_ms: 200,
             breaker_cooldown_ms: 600_000,
             health_interval_ms: 1_000,
-            ..RemoteConfig::openai("", served)
+            ..RemoteConfig::openai("", served.clone())
         },
-        Some(ApiKey::new(secret)),
+        Some(ApiKey::new(secret.clone())),
     )
     .unwrap();
     set.probe_all().await;
@@ -238,4 +238,49 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
         .unwrap();
     assert!(!third.steps.is_empty());
     assert_eq!(set.status()[victim].turns, st[victim].turns);
+
+    // 4. The same through the command line: `[small.remote]` puts every step of
+    //    `careflow triage` on the replicas (here: the survivor and the dead one).
+    let remote = tmp.path().join("remote.toml");
+    std::fs::write(
+        &remote,
+        format!(
+            "[small.remote]\nreplicas = [\"{}\", \"{}\"]\nmodel = \"{served}\"\n\
+             api_key_env = \"CAREFLOW_TEST_REPLICA_KEY\"\nmax_attempts = 1\ntimeout_ms = 240000\n",
+            servers[survivor].base_url, servers[victim].base_url
+        ),
+    )
+    .unwrap();
+    let out = common::command(
+        &[
+            "triage",
+            "--json",
+            "--config",
+            remote.to_str().unwrap(),
+            "My throat is sore since Monday, I can drink fine.",
+        ],
+        &tmp.path().join("cli"),
+    )
+    .env("CAREFLOW_TEST_REPLICA_KEY", &secret)
+    .output()
+    .unwrap();
+    let v = common::ok_json(&out, "careflow triage on [small.remote]");
+    assert!(v["disposition"].is_string(), "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["model"] == served.as_str() && s["usage"]["generated"].as_u64() > Some(0)),
+        "steps ran on the served model: {v}"
+    );
+    // A config naming the small model twice is refused before any work, naming the field.
+    let out = common::command(
+        &["triage", "--config", remote.to_str().unwrap(), "--model", "smollm2-135m", "hi"],
+        &tmp.path().join("cli"),
+    )
+    .env("CAREFLOW_TEST_REPLICA_KEY", &secret)
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("small.model"));
 }
