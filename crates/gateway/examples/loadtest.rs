@@ -384,12 +384,12 @@ fn real_main() -> Result<(), String> {
             .unwrap_or_default()
     );
     println!(
-        "  through HTTP:   {:>8.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
+        "  through HTTP:   {:>9.2} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
         http.requests_per_second, http.p50_ms, http.p99_ms, http.max_ms, http.errors
     );
     if let Some(d) = &direct_stats {
         println!(
-            "  service alone:  {:>8.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
+            "  service alone:  {:>9.2} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
             d.requests_per_second, d.p50_ms, d.p99_ms, d.max_ms, d.errors
         );
         println!(
