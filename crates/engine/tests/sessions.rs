@@ -442,6 +442,9 @@ async fn a_streamed_turn_sends_its_text_while_generating_and_the_pieces_make_the
         .await
         .unwrap();
     assert_eq!(plain.generation.unwrap().text, g.text);
+    // The engine is shared by this binary's tests: give the sequences back.
+    e.close(s.id).await.unwrap();
+    e.close(s2.id).await.unwrap();
 }
 
 #[tokio::test]
@@ -472,4 +475,5 @@ async fn a_stream_whose_reader_went_away_stops_generating() {
     )
     .await
     .unwrap();
+    e.close(s.id).await.unwrap();
 }

@@ -35,6 +35,11 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// The resource is in a state that refuses this (a case already reviewed).
+    Conflict {
+        code: &'static str,
+        message: String,
+    },
     /// The same idempotency key is still being processed.
     InProgress {
         retry_after: Duration,
@@ -74,7 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::InProgress { .. } => StatusCode::CONFLICT,
+            ApiError::InProgress { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } | ApiError::Overloaded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -94,6 +99,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unprocessable { code, .. } => code,
             ApiError::InProgress { .. } => "idempotency_in_progress",
+            ApiError::Conflict { code, .. } => code,
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::ShuttingDown => "shutting_down",
@@ -108,6 +114,7 @@ impl ApiError {
             ApiError::Unauthorized { message, .. }
             | ApiError::BadRequest { message, .. }
             | ApiError::Unprocessable { message, .. }
+            | ApiError::Conflict { message, .. }
             | ApiError::Forbidden(message)
             | ApiError::NotFound(message)
             | ApiError::NotReady(message) => message.clone(),

@@ -48,4 +48,7 @@ pub use error::GatewayError;
 pub use server::{router, run};
 pub use service::{NoopService, ServiceInfo, TriageJob, TriageService, WorkflowService};
 pub use state::AppState;
-pub use store::{ApiKeyRecord, AuditRecord, RequestRow, Store};
+pub use store::{
+    ApiKeyRecord, AuditRecord, QueueItem, RequestRow, ReviewAction, ReviewRecord, ReviewRefused,
+    Store,
+};

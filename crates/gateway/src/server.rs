@@ -30,6 +30,11 @@ pub fn router(state: AppState) -> Router {
             get(routes::keys::list).post(routes::keys::create),
         )
         .route("/v1/keys/{id}", delete(routes::keys::revoke))
+        .route("/v1/review/queue", get(routes::review::queue))
+        .route(
+            "/v1/review/{id}",
+            get(routes::review::case).post(routes::review::decide),
+        )
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))

@@ -89,6 +89,19 @@ const SQLITE_SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    "CREATE TABLE IF NOT EXISTS reviews (
+        request_id TEXT PRIMARY KEY,
+        reviewer_key_id TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('confirm', 'override')),
+        disposition TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        reason TEXT NULL,
+        at_ms BIGINT NOT NULL
+    )",
+    "CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
+        BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reviews_no_delete BEFORE DELETE ON reviews
+        BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END",
 ];
 
 const POSTGRES_SCHEMA: &[&str] = &[
@@ -143,6 +156,19 @@ const POSTGRES_SCHEMA: &[&str] = &[
     "CREATE OR REPLACE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
         FOR EACH ROW EXECUTE FUNCTION careflow_audit_log_refuse()",
     "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION careflow_audit_log_refuse()",
+    "CREATE TABLE IF NOT EXISTS reviews (
+        request_id TEXT PRIMARY KEY,
+        reviewer_key_id TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('confirm', 'override')),
+        disposition TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        reason TEXT NULL,
+        at_ms BIGINT NOT NULL
+    )",
+    "CREATE OR REPLACE TRIGGER reviews_no_change BEFORE UPDATE OR DELETE ON reviews
+        FOR EACH ROW EXECUTE FUNCTION careflow_audit_log_refuse()",
+    "CREATE OR REPLACE TRIGGER reviews_no_truncate BEFORE TRUNCATE ON reviews
         FOR EACH STATEMENT EXECUTE FUNCTION careflow_audit_log_refuse()",
 ];
 
@@ -788,3 +814,6 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
     });
     Ok(results)
 }
+
+mod reviews;
+pub use reviews::{QueueItem, ReviewAction, ReviewRecord, ReviewRefused};

@@ -5,4 +5,5 @@
 pub mod keys;
 pub mod openai;
 pub mod ops;
+pub mod review;
 pub mod triage;
