@@ -67,7 +67,6 @@ impl DbArgs {
     }
 }
 
-
 /// Hides a password in a database URL before it is printed.
 pub use careflow_core::redact_url as redact;
 

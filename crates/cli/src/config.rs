@@ -228,9 +228,7 @@ impl RuntimeConfig {
             ));
         };
         self.check_small_remote(remote)?;
-        remote
-            .build()
-            .map_err(|e| anyhow!("small.remote: {e}"))
+        remote.build().map_err(|e| anyhow!("small.remote: {e}"))
     }
 
     fn check_small_remote(&self, remote: &RemoteConfig) -> Result<()> {

@@ -44,7 +44,13 @@ async fn serve(data: &Path, config: &Path) -> Server {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let child = common::command(
-        &["serve", "--listen", &listen, "--config", config.to_str().unwrap()],
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--config",
+            config.to_str().unwrap(),
+        ],
         data,
     )
     // Two engines on two cores: one thread each.
@@ -93,7 +99,9 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
     // One key for both replicas: created in a's database, which b starts from.
     let created = common::ok_json(
         &common::careflow(
-            &["keys", "create", "--name", "replicas", "--role", "portal", "--json"],
+            &[
+                "keys", "create", "--name", "replicas", "--role", "portal", "--json",
+            ],
             &a,
         ),
         "keys create",
@@ -275,7 +283,14 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
     );
     // A config naming the small model twice is refused before any work, naming the field.
     let out = common::command(
-        &["triage", "--config", remote.to_str().unwrap(), "--model", "smollm2-135m", "hi"],
+        &[
+            "triage",
+            "--config",
+            remote.to_str().unwrap(),
+            "--model",
+            "smollm2-135m",
+            "hi",
+        ],
         &tmp.path().join("cli"),
     )
     .env("CAREFLOW_TEST_REPLICA_KEY", &secret)

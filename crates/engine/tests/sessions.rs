@@ -425,9 +425,15 @@ async fn a_streamed_turn_sends_its_text_while_generating_and_the_pieces_make_the
     }
     let out = running.await.unwrap().unwrap();
     let g = out.generation.unwrap();
-    assert_eq!(streamed.concat(), g.text, "the pieces concatenate to the text");
+    assert_eq!(
+        streamed.concat(),
+        g.text,
+        "the pieces concatenate to the text"
+    );
     assert!(streamed.len() > 8, "{} pieces", streamed.len());
-    assert!(streamed.iter().all(|p| !p.is_empty() && !p.contains('\u{FFFD}')));
+    assert!(streamed
+        .iter()
+        .all(|p| !p.is_empty() && !p.contains('\u{FFFD}')));
 
     // Without a stream the same turn gives the same text (greedy): streaming changes nothing.
     let s2 = open(&e, false).await;

@@ -138,7 +138,11 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         .unwrap();
     let response = client.chat().create(request.clone()).await.unwrap();
     assert_eq!(response.model, model);
-    let whole = response.choices[0].message.content.clone().unwrap_or_default();
+    let whole = response.choices[0]
+        .message
+        .content
+        .clone()
+        .unwrap_or_default();
     assert!(response.choices[0]
         .message
         .content

@@ -27,7 +27,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-
 /// One priced workflow step of one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {

@@ -21,9 +21,9 @@
 //! A refusal (4xx) or the turn's own deadline are not replica faults: they fail the turn.
 
 use crate::config::RemoteConfig;
+use crate::engine::Protocol;
 use crate::openai::{OpenAi, OpenAiEngine};
 use crate::secret::ApiKey;
-use crate::engine::Protocol;
 use async_trait::async_trait;
 use careflow_core::TokenUsage;
 use careflow_engine::{
@@ -290,9 +290,7 @@ impl ReplicaSet {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let why = lock(&r.last_error)
-                    .clone()
-                    .unwrap_or_else(|| "down".into());
+                let why = lock(&r.last_error).clone().unwrap_or_else(|| "down".into());
                 if tried.contains(&i) {
                     format!("{} (tried: {why})", r.url)
                 } else {
@@ -346,7 +344,11 @@ impl ReplicaSet {
             let s = map
                 .get(&session.0)
                 .ok_or(EngineError::UnknownSession(session.0))?;
-            (s.transcript.clone(), s.session_adapter.clone(), s.max_tokens)
+            (
+                s.transcript.clone(),
+                s.session_adapter.clone(),
+                s.max_tokens,
+            )
         };
         let moved = self.open_on(to, transcript, adapter, max_tokens).await?;
         // The old session is client-side state only: closing it cannot fail for a reason

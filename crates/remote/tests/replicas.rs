@@ -67,7 +67,11 @@ async fn every_turn_of_a_session_reaches_one_replica_and_sessions_spread_over_re
                 .unwrap();
             assert_eq!(set.replica_of(id), Some(home), "a session never moves");
         }
-        assert_eq!(chats(&s[home]) - before, 3, "all three steps on replica {home}");
+        assert_eq!(
+            chats(&s[home]) - before,
+            3,
+            "all three steps on replica {home}"
+        );
         placed[home] += 1;
         set.close(id).await.unwrap();
     }
@@ -107,7 +111,11 @@ async fn a_replica_failing_mid_session_moves_the_rest_of_the_session_with_its_tr
 
     let out = set.turn(id, say("analyze the case")).await.unwrap();
     assert!(out.generation.is_some());
-    assert_eq!(set.replica_of(id), Some(other), "moved to the healthy replica");
+    assert_eq!(
+        set.replica_of(id),
+        Some(other),
+        "moved to the healthy replica"
+    );
     assert_eq!(set.failovers(), 1);
     // The new replica received the whole transcript: prefix, the first step and its answer,
     // then this step — nothing lost, nothing generated twice.
@@ -126,7 +134,10 @@ async fn a_replica_failing_mid_session_moves_the_rest_of_the_session_with_its_tr
     assert_eq!(roles_contents.len(), 4, "{roles_contents:?}");
     assert_eq!(roles_contents[1], ("user".into(), "plan the case".into()));
     assert_eq!(roles_contents[2], ("assistant".into(), first));
-    assert_eq!(roles_contents[3], ("user".into(), "analyze the case".into()));
+    assert_eq!(
+        roles_contents[3],
+        ("user".into(), "analyze the case".into())
+    );
 
     let st = set.status();
     assert!(!st[home].healthy, "{:?}", st[home]);
@@ -156,9 +167,17 @@ async fn replicas_answering_garbage_or_timing_out_are_marked_down_and_skipped() 
     let st = set.status();
     assert!(st[0].healthy, "{:?}", st[0]);
     assert!(!st[1].healthy, "{:?}", st[1]);
-    assert!(st[1].last_error.as_deref().unwrap().contains("not JSON"), "{:?}", st[1]);
+    assert!(
+        st[1].last_error.as_deref().unwrap().contains("not JSON"),
+        "{:?}",
+        st[1]
+    );
     assert!(!st[2].healthy, "{:?}", st[2]);
-    assert!(st[2].last_error.as_deref().unwrap().contains("timed out"), "{:?}", st[2]);
+    assert!(
+        st[2].last_error.as_deref().unwrap().contains("timed out"),
+        "{:?}",
+        st[2]
+    );
 
     for n in 0..8 {
         let id = set.open(open()).await.unwrap().id;
@@ -212,7 +231,10 @@ async fn a_turn_timing_out_on_its_replica_fails_over_within_the_deadline() {
 fn replica_settings_are_checked_naming_the_field() {
     let with = |f: &dyn Fn(&mut RemoteConfig)| {
         let mut c = RemoteConfig {
-            replicas: vec!["http://127.0.0.1:1/v1".into(), "http://127.0.0.1:2/v1".into()],
+            replicas: vec![
+                "http://127.0.0.1:1/v1".into(),
+                "http://127.0.0.1:2/v1".into(),
+            ],
             ..RemoteConfig::openai("", "m")
         };
         f(&mut c);

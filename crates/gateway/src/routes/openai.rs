@@ -447,7 +447,12 @@ pub async fn chat(
     ];
     // Then each piece as the engine sends it; when the pieces end, the result closes it.
     let tail = futures_util::stream::unfold(
-        (piece_rx, Some(rx), std::collections::VecDeque::new(), chunks),
+        (
+            piece_rx,
+            Some(rx),
+            std::collections::VecDeque::new(),
+            chunks,
+        ),
         |(mut pieces, mut result, mut queued, chunks)| async move {
             loop {
                 if let Some(e) = queued.pop_front() {
@@ -525,7 +530,8 @@ impl Chunks {
     }
     /// A failure after the stream began: OpenAI's error object as an event, then the end.
     fn error(&self, message: &str) -> Event {
-        Event::default().data(json!({"error": {"message": message, "type": "server_error"}}).to_string())
+        Event::default()
+            .data(json!({"error": {"message": message, "type": "server_error"}}).to_string())
     }
 }
 

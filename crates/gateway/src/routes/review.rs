@@ -150,7 +150,10 @@ pub async fn decide(
                     ApiError::bad_field(
                         "invalid_field",
                         "disposition",
-                        format!("disposition: required for an override, one of {}", levels.join(", ")),
+                        format!(
+                            "disposition: required for an override, one of {}",
+                            levels.join(", ")
+                        ),
                     )
                 })?;
             if reason.is_none() {
@@ -172,7 +175,9 @@ pub async fn decide(
             tracing::info!(request_id = %id, action = action.label(), disposition = %record.disposition, "case reviewed");
             Ok((StatusCode::CREATED, Json(json!({ "review": record }))).into_response())
         }
-        Err(ReviewRefused::NotFound) => Err(ApiError::NotFound(format!("no triage request `{id}`"))),
+        Err(ReviewRefused::NotFound) => {
+            Err(ApiError::NotFound(format!("no triage request `{id}`")))
+        }
         Err(ReviewRefused::NotDone(why)) => Err(ApiError::Unprocessable {
             code: "not_reviewable",
             message: why,

@@ -130,8 +130,7 @@ impl Store {
         });
         let mut items: Vec<(Disposition, QueueItem)> = Vec::new();
         for (request_id, patient_id, created_at_ms, outcome) in rows {
-            let Some(outcome) = outcome.and_then(|o| serde_json::from_str::<Value>(&o).ok())
-            else {
+            let Some(outcome) = outcome.and_then(|o| serde_json::from_str::<Value>(&o).ok()) else {
                 continue;
             };
             let decided_by = outcome
@@ -250,7 +249,10 @@ impl Store {
                 == 1
         });
         if !inserted {
-            let standing = self.review(request_id).await?.ok_or(ReviewRefused::NotFound)?;
+            let standing = self
+                .review(request_id)
+                .await?
+                .ok_or(ReviewRefused::NotFound)?;
             return Err(ReviewRefused::AlreadyReviewed(Box::new(standing)));
         }
         Ok(record)

@@ -193,7 +193,11 @@ async fn handle(
 fn openai(st: &Inner, path: &str, h: &HeaderMap, v: &Value) -> Response {
     let k = Kind::OpenAi;
     if path == "/v1/models" {
-        let data: Vec<Value> = st.models.iter().map(|m| json!({"id": m, "object": "model"})).collect();
+        let data: Vec<Value> = st
+            .models
+            .iter()
+            .map(|m| json!({"id": m, "object": "model"}))
+            .collect();
         return axum::Json(json!({"object": "list", "data": data})).into_response();
     }
     if path != "/v1/chat/completions" {
