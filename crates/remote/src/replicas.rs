@@ -87,7 +87,6 @@ impl Replica {
 
 /// A session as the set sees it: where it lives now, and the transcript to move it with.
 struct Routed {
-    key: u64,
     replica: usize,
     inner: SessionId,
     transcript: Vec<ChatMessage>,
@@ -456,7 +455,6 @@ impl Engine for ReplicaSet {
         lock(&self.inner.sessions).insert(
             id,
             Routed {
-                key: id,
                 replica: first,
                 inner,
                 transcript: req.prefix,
@@ -476,7 +474,9 @@ impl Engine for ReplicaSet {
 
     async fn turn(&self, session: SessionId, turn: Turn) -> Result<TurnOutput, EngineError> {
         let start = Instant::now();
-        let (key, mut replica, mut inner) = {
+        // The session id is its hashing key.
+        let key = session.0;
+        let (mut replica, mut inner) = {
             let mut map = lock(&self.inner.sessions);
             let s = map
                 .get_mut(&session.0)
@@ -485,7 +485,7 @@ impl Engine for ReplicaSet {
                 return Err(EngineError::SessionBusy(session.0));
             }
             s.busy = true;
-            (s.key, s.replica, s.inner)
+            (s.replica, s.inner)
         };
         // A replica the probe marked down since the last turn: move before sending, rather
         // than wait for the turn to time out there.
@@ -597,5 +597,39 @@ impl Engine for ReplicaSet {
 
     async fn count_tokens(&self, messages: Vec<ChatMessage>) -> Result<usize, EngineError> {
         self.inner.replicas[0].engine.count_tokens(messages).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The property the module's doc claims: losing a replica moves only the sessions that
+    /// were on it; every other session keeps its replica (and its prefix cache).
+    #[test]
+    fn losing_a_replica_moves_only_its_own_sessions() {
+        let cfg = RemoteConfig {
+            replicas: (1..=3)
+                .map(|p| format!("http://127.0.0.1:{p}/v1"))
+                .collect(),
+            ..RemoteConfig::openai("", "m")
+        };
+        let set = ReplicaSet::new(&cfg, None).unwrap();
+        let mut on = [0usize; 3];
+        for key in 0..3_000u64 {
+            let before = set.candidates(key, &[])[0];
+            on[before] += 1;
+            let after = set.candidates(key, &[2])[0];
+            if before != 2 {
+                assert_eq!(
+                    after, before,
+                    "session {key} moved although its replica stayed"
+                );
+            } else {
+                assert_ne!(after, 2);
+            }
+        }
+        // And the sessions spread over all three (each gets roughly a third).
+        assert!(on.iter().all(|&n| n > 800), "{on:?}");
     }
 }

@@ -418,20 +418,22 @@ pub async fn chat(
     };
     // Until the first piece, a failure is still an HTTP status (overload, a bad request the
     // engine found); after it, the stream has begun and an error becomes an error event.
+    // `Err(Some(result))`: the turn ended first; `Err(None)`: the pieces ended without one.
     let first = tokio::select! {
         biased;
-        r = &mut rx => Err(r),
-        p = piece_rx.recv() => Ok(p),
+        r = &mut rx => Err(Some(r)),
+        p = piece_rx.recv() => p.ok_or(None),
     };
     let first = match first {
-        Ok(Some(piece)) => piece,
+        Ok(piece) => piece,
         // Finished before a piece arrived (or the engine does not stream): the whole text,
         // cut at token boundaries, as chunks.
-        Ok(None) | Err(_) => {
-            let result = match first {
-                Err(r) => r.map_err(|_| lost())??,
-                _ => rx.await.map_err(|_| lost())??,
-            };
+        Err(ended) => {
+            let result = match ended {
+                Some(r) => r,
+                None => rx.await,
+            }
+            .map_err(|_| lost())??;
             let mut events = vec![chunks.delta(json!({"role": "assistant", "content": ""}))];
             for piece in pieces(&result.text, &result.piece_lens) {
                 events.push(chunks.delta(json!({ "content": piece })));
