@@ -14,6 +14,7 @@ mod keys_cmd;
 mod output;
 mod plan_cmd;
 mod provision;
+mod review_cmd;
 mod serve_cmd;
 
 use anyhow::Result;
@@ -63,6 +64,10 @@ enum Command {
     /// The gateway's API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Clinicians' review: the queue, and `export` of reviewed cases as JSONL (eval and
+    /// distillation suites). The console is at /console on `careflow serve`.
+    #[command(subcommand)]
+    Review(review_cmd::ReviewCommand),
     /// Evaluations: triage strategies on a suite (`eval --suite`), two reports compared
     /// (`eval diff`), model-written SQL (`eval sql`).
     #[command(long_about = eval_cmd::LONG_ABOUT)]
@@ -113,6 +118,7 @@ fn main() -> std::process::ExitCode {
             Command::Db(c) => commands::db(c).await,
             Command::Serve(a) => serve_cmd::run(a).await,
             Command::Keys(c) => keys_cmd::run(c).await,
+            Command::Review(c) => review_cmd::run(c).await,
             Command::Bench(c) => bench::run(c).await,
             Command::Eval(c) => eval_cmd::run(c).await,
             Command::Cost(a) => cost_cmd::run(a).await,

@@ -32,7 +32,9 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         gateway.listen = listen;
     }
     // Checked before the model loads: a bad [gateway] table costs no start-up time.
-    let settings = gateway.build()?;
+    let mut settings = gateway.build()?;
+    // The dashboard compares against the flagship tier of the same prices file as the ledger.
+    settings.console.with_prices(rc.prices()?)?;
     let url = rc.database_url();
     if let Some(dir) = url
         .strip_prefix("sqlite://")
@@ -70,8 +72,9 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     eprintln!(
-        "careflow gateway on http://{} (OpenAPI at /openapi.json); Ctrl-C drains and stops",
-        listener.local_addr()?
+        "careflow gateway on http://{addr} (OpenAPI at /openapi.json; review console at \
+         http://{addr}/console); Ctrl-C drains and stops",
+        addr = listener.local_addr()?
     );
     careflow_gateway::run(listener, state, shutdown_signal()).await?;
     eprintln!("stopped: every accepted request has its stored outcome");

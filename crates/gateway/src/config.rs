@@ -4,9 +4,11 @@
 
 use crate::auth::PatientTokens;
 use crate::GatewayError;
+use careflow_ledger::Prices;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,49 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// The portal's patient tokens; without it, portal keys cannot submit or read.
     pub jwt: Option<JwtConfig>,
+    /// The clinicians' review console and the operations dashboard (`/console`).
+    pub console: ConsoleConfig,
+}
+
+/// The review console and dashboard served under `/console`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console at all (the JSON review API is there either way).
+    pub enabled: bool,
+    /// A sign-in lasts this long, then the clinician signs in again.
+    pub session_ttl_minutes: u64,
+    /// Mark the session cookie `Secure` even when the request did not come through an HTTPS
+    /// proxy (`X-Forwarded-Proto: https` marks it anyway).
+    pub secure_cookie: bool,
+    /// Days of history the dashboard shows.
+    pub dashboard_days: u32,
+    /// The prices-file tier the dashboard compares careflow's cost against.
+    pub flagship_tier: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            session_ttl_minutes: 8 * 60,
+            secure_cookie: false,
+            dashboard_days: 14,
+            flagship_tier: careflow_ledger::tiers::FLAGSHIP_API.into(),
+        }
+    }
+}
+
+/// The console's checked settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+    pub session_ttl: Duration,
+    pub secure_cookie: bool,
+    pub dashboard_days: u32,
+    pub flagship_tier: String,
+    /// Prices the flagship comparison (the embedded prices unless the server passes its own).
+    pub prices: Arc<Prices>,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +93,7 @@ impl Default for GatewayConfig {
             chat_max_tokens: 512,
             rate_limit: RateLimitConfig::default(),
             jwt: None,
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -114,6 +160,7 @@ pub struct Settings {
     pub chat_max_tokens: usize,
     pub rate_limit: RateLimitConfig,
     pub patient_tokens: Option<PatientTokens>,
+    pub console: ConsoleSettings,
 }
 
 impl GatewayConfig {
@@ -159,7 +206,32 @@ impl GatewayConfig {
             Some(j) => Some(PatientTokens::from_config(j)?),
             None => None,
         };
+        let c = &self.console;
+        if c.session_ttl_minutes == 0 || c.session_ttl_minutes > 7 * 24 * 60 {
+            return Err(bad(
+                "console.session_ttl_minutes",
+                "must be between 1 and 10080 (a week)".into(),
+            ));
+        }
+        if c.dashboard_days == 0 || c.dashboard_days > 366 {
+            return Err(bad(
+                "console.dashboard_days",
+                "must be between 1 and 366".into(),
+            ));
+        }
+        let prices = Prices::embedded()
+            .map_err(|e| bad("console.flagship_tier", format!("the embedded prices: {e}")))?;
+        let console = ConsoleSettings {
+            enabled: c.enabled,
+            session_ttl: Duration::from_secs(c.session_ttl_minutes * 60),
+            secure_cookie: c.secure_cookie,
+            dashboard_days: c.dashboard_days,
+            flagship_tier: c.flagship_tier.clone(),
+            prices: Arc::new(prices),
+        };
+        console.check_prices()?;
         Ok(Settings {
+            console,
             listen,
             body_limit_bytes: self.body_limit_bytes,
             queue_depth: self.queue_depth,
@@ -171,6 +243,36 @@ impl GatewayConfig {
             rate_limit: self.rate_limit.clone(),
             patient_tokens,
         })
+    }
+}
+
+impl ConsoleSettings {
+    /// Uses `prices` (the server's prices file) for the flagship comparison; the tier must
+    /// be in it.
+    pub fn with_prices(&mut self, prices: Prices) -> Result<(), GatewayError> {
+        let old = std::mem::replace(&mut self.prices, Arc::new(prices));
+        if let Err(e) = self.check_prices() {
+            self.prices = old;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn check_prices(&self) -> Result<(), GatewayError> {
+        self.prices
+            .tier(&self.flagship_tier)
+            .map(|_| ())
+            .map_err(|e| GatewayError::Config {
+                field: "gateway.console.flagship_tier".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// What `usage` would cost on the flagship tier, run statelessly.
+    pub fn flagship_usd(&self, usage: &careflow_core::TokenUsage) -> f64 {
+        self.prices
+            .cost(&self.flagship_tier, &careflow_ledger::stateless(usage))
+            .unwrap_or(0.0)
     }
 }
 

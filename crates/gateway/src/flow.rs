@@ -9,7 +9,7 @@
 use crate::queue::Ctx;
 use crate::service::TriageJob;
 use crate::state::AppState;
-use crate::store::{AuditRecord, Ending, NewRequest, RequestRow};
+use crate::store::{AuditRecord, Ending, NewRequest, RequestRow, StepFigures};
 use crate::GatewayError;
 use careflow_core::{PatientId, PatientMessage};
 use careflow_workflow::TriageOutcome;
@@ -49,6 +49,7 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
         patient_id: a.patient.map(|p| p.0),
         idempotency_key: a.idempotency_key.clone(),
         message_sha256: a.message_sha256.clone(),
+        message: a.message.as_str().to_string(),
     };
     let slot = match st.queue.reserve() {
         Ok(slot) => slot,
@@ -144,7 +145,13 @@ async fn end(
                 };
                 store(st, a, &ending).await;
                 st.metrics.outcomes.with_label_values(&["done"]).inc();
-                st.metrics.record_outcome(&outcome);
+                // Step by step, as the dashboard prices them.
+                let flagship: f64 = outcome
+                    .steps
+                    .iter()
+                    .map(|s| st.settings.console.flagship_usd(&s.usage))
+                    .sum();
+                st.metrics.record_outcome(&outcome, flagship);
                 tracing::info!(
                     request_id = %a.request_id, key_id = %a.key_id, status = "done",
                     disposition = outcome.disposition.label(), decided_by = %outcome.route.decided_by,
@@ -220,10 +227,28 @@ fn audit_record(a: &Accepted, o: &TriageOutcome) -> AuditRecord {
         rules_fired: serde_json::to_string(&rules).unwrap_or_default(),
         tiers: serde_json::to_string(&tiers).unwrap_or_default(),
         models: serde_json::to_string(&models).unwrap_or_default(),
-        cost_usd: if o.cost_usd.is_finite() {
-            o.cost_usd
-        } else {
-            0.0
-        },
+        cost_usd: finite(o.cost_usd),
+        steps: o
+            .steps
+            .iter()
+            .map(|s| StepFigures {
+                step: s.step.clone(),
+                tier: s.tier.clone(),
+                millis: finite(s.millis),
+                submitted: s.usage.submitted,
+                computed: s.usage.computed,
+                reused: s.usage.reused,
+                generated: s.usage.generated,
+                cost_usd: finite(s.cost_usd),
+            })
+            .collect(),
+    }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
     }
 }

@@ -3,7 +3,9 @@
 //! Layout (the request path, top to bottom):
 //! - [`server`]: the router, a span and a latency metric per request, and [`run`] (serve on
 //!   a listener until a shutdown future completes, then drain).
-//! - [`routes`]: the handlers — `triage` (`POST /v1/triage`, `GET /v1/triage/{id}`),
+//! - [`routes`]: the handlers — `triage` (`POST /v1/triage`, `GET /v1/triage/{id}`; the
+//!   portal's answer held until a clinician reviews a case that needs it), `review`
+//!   (`/v1/review`), `console` (the clinicians' web console and dashboard under `/console`),
 //!   `openai` (`/v1/models`, `/v1/chat/completions`), `keys` (`/v1/keys`, admin), `ops`
 //!   (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`).
 //! - [`state`]: what handlers share; authentication and the patient token read in one place.
@@ -43,12 +45,15 @@ pub mod validate;
 
 pub use api_error::ApiError;
 pub use auth::{create_key, PatientTokens, Principal, Role};
-pub use config::{GatewayConfig, JwtAlgorithm, JwtConfig, RateLimitConfig, Settings};
+pub use config::{
+    ConsoleConfig, ConsoleSettings, GatewayConfig, JwtAlgorithm, JwtConfig, RateLimitConfig,
+    Settings,
+};
 pub use error::GatewayError;
 pub use server::{router, run};
 pub use service::{NoopService, ServiceInfo, TriageJob, TriageService, WorkflowService};
 pub use state::AppState;
 pub use store::{
-    ApiKeyRecord, AuditRecord, QueueItem, RequestRow, ReviewAction, ReviewRecord, ReviewRefused,
-    Store,
+    ApiKeyRecord, AuditRecord, ConsoleSession, DayFigures, Figures, QueueItem, RequestRow,
+    ReviewAction, ReviewRecord, ReviewRefused, ReviewedCase, StepFigures, StepLatency, Store,
 };

@@ -32,6 +32,13 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub queue_depth: IntGauge,
     pub in_flight: IntGauge,
+    /// Decisions by disposition and who decided (the dashboard's disposition mix and
+    /// review rate).
+    pub decisions: IntCounterVec,
+    /// What the flagship API would have cost for the same work run statelessly, USD.
+    pub flagship_usd: Counter,
+    /// Clinicians' decisions by action (confirm, override).
+    pub reviews: IntCounterVec,
 }
 
 fn m<T>(r: Result<T, prometheus::Error>) -> Result<T, GatewayError> {
@@ -83,6 +90,20 @@ impl Metrics {
                 "Requests waiting for a worker",
             ))?,
             in_flight: m(IntGauge::new("in_flight", "Requests being worked on"))?,
+            decisions: counter(
+                "decisions_total",
+                "Decisions by disposition and who decided",
+                &["disposition", "decided_by"],
+            )?,
+            flagship_usd: m(Counter::new(
+                "flagship_equivalent_usd_total",
+                "What the flagship API would have cost for the same work, run statelessly, USD",
+            ))?,
+            reviews: counter(
+                "reviews_total",
+                "Clinicians' decisions by action",
+                &["action"],
+            )?,
             registry,
         };
         let r = &metrics.registry;
@@ -95,11 +116,20 @@ impl Metrics {
         m(r.register(Box::new(metrics.errors.clone())))?;
         m(r.register(Box::new(metrics.queue_depth.clone())))?;
         m(r.register(Box::new(metrics.in_flight.clone())))?;
+        m(r.register(Box::new(metrics.decisions.clone())))?;
+        m(r.register(Box::new(metrics.flagship_usd.clone())))?;
+        m(r.register(Box::new(metrics.reviews.clone())))?;
         Ok(metrics)
     }
 
     /// Steps, tokens, cost and escalation of one decision.
-    pub fn record_outcome(&self, o: &TriageOutcome) {
+    pub fn record_outcome(&self, o: &TriageOutcome, flagship_usd: f64) {
+        self.decisions
+            .with_label_values(&[o.disposition.label(), o.route.decided_by.as_str()])
+            .inc();
+        if flagship_usd.is_finite() && flagship_usd > 0.0 {
+            self.flagship_usd.inc_by(flagship_usd);
+        }
         for s in &o.steps {
             self.step_duration
                 .with_label_values(&[s.step.as_str(), s.tier.as_str()])

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(routes::ops::openapi))
+        .merge(routes::console::router())
         // `route_layer`: runs after routing, so the matched pattern labels the metric.
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))

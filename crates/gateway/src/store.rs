@@ -7,7 +7,11 @@
 //!   outcome JSON) or `error` (with its kind), so every accepted request ends with a stored
 //!   outcome — the update only applies to a row still `accepted`, so the first ending wins;
 //! - `audit_log`: append-only, one row per decision, written in the same transaction as the
-//!   request's `done`; triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL).
+//!   request's `done`; triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL);
+//! - `triage_messages`: the patient's text, written with the `accepted` row, read only by the
+//!   review console and `careflow review export` (logs and the audit log hold its hash);
+//! - `triage_steps`: per decided request and step, latency and tokens (the dashboard);
+//! - `reviews` (see `reviews.rs`) and `console_sessions` (see `console.rs`).
 //!
 //! The request path's writes (accept, reject, finish) go through one writer task that
 //! commits whatever has queued up in one transaction (group commit); each caller still
@@ -89,6 +93,34 @@ const SQLITE_SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    "CREATE TABLE IF NOT EXISTS triage_messages (
+        request_id TEXT PRIMARY KEY,
+        message TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS triage_steps (
+        request_id TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        step TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        millis DOUBLE PRECISION NOT NULL,
+        submitted BIGINT NOT NULL,
+        computed BIGINT NOT NULL,
+        reused BIGINT NOT NULL,
+        generated BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS triage_steps_at ON triage_steps (at_ms)",
+    "CREATE INDEX IF NOT EXISTS audit_log_decided_by ON audit_log (decided_by, request_id)",
+    "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms)",
+    "CREATE TABLE IF NOT EXISTS console_sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        api_key_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        ended_at_ms BIGINT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS reviews (
         request_id TEXT PRIMARY KEY,
         reviewer_key_id TEXT NOT NULL,
@@ -157,6 +189,34 @@ const POSTGRES_SCHEMA: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION careflow_audit_log_refuse()",
     "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
         FOR EACH STATEMENT EXECUTE FUNCTION careflow_audit_log_refuse()",
+    "CREATE TABLE IF NOT EXISTS triage_messages (
+        request_id TEXT PRIMARY KEY,
+        message TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS triage_steps (
+        request_id TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        step TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        millis DOUBLE PRECISION NOT NULL,
+        submitted BIGINT NOT NULL,
+        computed BIGINT NOT NULL,
+        reused BIGINT NOT NULL,
+        generated BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS triage_steps_at ON triage_steps (at_ms)",
+    "CREATE INDEX IF NOT EXISTS audit_log_decided_by ON audit_log (decided_by, request_id)",
+    "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms)",
+    "CREATE TABLE IF NOT EXISTS console_sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        api_key_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        expires_at_ms BIGINT NOT NULL,
+        ended_at_ms BIGINT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS reviews (
         request_id TEXT PRIMARY KEY,
         reviewer_key_id TEXT NOT NULL,
@@ -211,6 +271,9 @@ pub struct RequestRow {
 #[derive(Debug, Clone)]
 pub struct NewRequest {
     pub request_id: String,
+    /// The patient's text: kept in `triage_messages` (for the clinicians' review and the
+    /// export), never in the logs or the audit log, which hold its hash.
+    pub message: String,
     pub api_key_id: String,
     pub patient_id: Option<i64>,
     pub idempotency_key: Option<String>,
@@ -248,6 +311,22 @@ pub struct AuditRecord {
     pub tiers: String,
     /// JSON array of `{step, tier, model, adapter}`.
     pub models: String,
+    pub cost_usd: f64,
+    /// Per-step figures for the dashboard (`triage_steps`), not part of the audit row.
+    #[serde(skip)]
+    pub steps: Vec<StepFigures>,
+}
+
+/// What one step of a decided request took: the dashboard's latency and token figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepFigures {
+    pub step: String,
+    pub tier: String,
+    pub millis: f64,
+    pub submitted: u64,
+    pub computed: u64,
+    pub reused: u64,
+    pub generated: u64,
     pub cost_usd: f64,
 }
 
@@ -630,6 +709,7 @@ impl Store {
                 tiers: t.11,
                 models: t.12,
                 cost_usd: t.13,
+                steps: Vec::new(),
             })
             .collect())
     }
@@ -740,7 +820,19 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
                 .execute(&mut *tx)
                 .await
                 .map_err(GatewayError::db("storing an accepted request"))?
-                .rows_affected() == 1,
+                .rows_affected() == 1
+                    && {
+                        sqlx::query(
+                            "INSERT INTO triage_messages (request_id, message) VALUES ($1, $2) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&r.request_id)
+                        .bind(&r.message)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(GatewayError::db("storing a request's message"))?;
+                        true
+                    },
                 Write::Reject(r, kind) => sqlx::query(
                     "INSERT INTO triage_requests (request_id, api_key_id, patient_id, \
                      message_sha256, status, created_at_ms, finished_at_ms, error_kind, error) \
@@ -804,6 +896,26 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
                         .execute(&mut *tx)
                         .await
                         .map_err(GatewayError::db("writing the audit row"))?;
+                        for st in &a.steps {
+                            sqlx::query(
+                                "INSERT INTO triage_steps (request_id, at_ms, step, tier, millis, \
+                                 submitted, computed, reused, generated, cost_usd) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            )
+                            .bind(&a.request_id)
+                            .bind(now)
+                            .bind(&st.step)
+                            .bind(&st.tier)
+                            .bind(st.millis)
+                            .bind(st.submitted as i64)
+                            .bind(st.computed as i64)
+                            .bind(st.reused as i64)
+                            .bind(st.generated as i64)
+                            .bind(st.cost_usd)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(GatewayError::db("writing a request's step figures"))?;
+                        }
                     }
                     n == 1
                 }
@@ -815,5 +927,9 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
     Ok(results)
 }
 
+mod console;
+pub(crate) mod dashboard;
 mod reviews;
+pub use console::{ConsoleSession, ReviewedCase};
+pub use dashboard::{DayFigures, Figures, StepLatency};
 pub use reviews::{QueueItem, ReviewAction, ReviewRecord, ReviewRefused};

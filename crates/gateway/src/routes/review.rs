@@ -67,8 +67,10 @@ pub async fn case(
         .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or(Value::Null);
     let review = st.store.review(&id).await?;
+    let message = st.store.message(&id).await?;
     Ok(Json(json!({
         "request_id": row.request_id,
+        "message": message,
         "status": row.status,
         "patient_id": row.patient_id,
         "created_at_ms": row.created_at_ms,
@@ -172,6 +174,10 @@ pub async fn decide(
         .await
     {
         Ok(record) => {
+            st.metrics
+                .reviews
+                .with_label_values(&[action.label()])
+                .inc();
             tracing::info!(request_id = %id, action = action.label(), disposition = %record.disposition, "case reviewed");
             Ok((StatusCode::CREATED, Json(json!({ "review": record }))).into_response())
         }

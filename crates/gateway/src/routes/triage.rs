@@ -3,18 +3,25 @@
 //! Roles: a portal key submits for the patient in its `X-Patient-Token` and reads only that
 //! patient's results (another patient's result is a 404, so its existence is not disclosed);
 //! a clinician key reads any result; an admin key does both.
+//!
+//! Release: a case the workflow did not settle alone (`decided_by` `human_review` or
+//! `frontier`) goes to the clinicians' review queue, and the answer written for the patient
+//! is held from the portal until a clinician has confirmed or overridden it: the portal sees
+//! `"release": "held_for_review"` and no `patient_reply` until then, and after an override
+//! the clinician's disposition with its answer. Clinician and admin keys see everything.
 
 use crate::api_error::ApiError;
 use crate::auth::{random_hex, Role};
 use crate::flow::{self, Accepted, Submitted};
 use crate::state::AppState;
-use crate::store::RequestRow;
+use crate::store::{RequestRow, ReviewRecord};
 use crate::validate;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use careflow_core::Disposition;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -88,11 +95,12 @@ pub async fn post(
             .request_by_idempotency_key(&principal.key_id, k)
             .await?
         {
-            return replay(&st, row, &message_sha256);
+            return replay(&st, row, &message_sha256, principal.role).await;
         }
     }
     let request_id = random_hex(16)?;
     tracing::Span::current().record("request_id", request_id.as_str());
+    let principal_role = principal.role;
     let accepted = Accepted {
         request_id: request_id.clone(),
         key_id: principal.key_id,
@@ -109,6 +117,24 @@ pub async fn post(
         .await
         .map_err(|e| ApiError::Internal(format!("the submission task failed: {e}")))??;
     match submitted {
+        Submitted::Done(outcome, json) if principal_role == Role::Portal => {
+            let row = RequestRow {
+                request_id: request_id.clone(),
+                api_key_id: String::new(),
+                patient_id: outcome.patient_id,
+                idempotency_key: None,
+                message_sha256,
+                status: "done".into(),
+                created_at_ms: 0,
+                finished_at_ms: None,
+                outcome: Some(json),
+                error_kind: None,
+                error: None,
+            };
+            let mut v = record(&row);
+            release(&mut v, None);
+            Ok(json_response(StatusCode::OK, v.to_string(), &request_id))
+        }
         Submitted::Done(outcome, json) => {
             let body = format!(
                 "{{\"request_id\":{},\"status\":\"done\",\"disposition\":\"{}\",\"decided_by\":{},\"outcome\":{}}}",
@@ -119,7 +145,7 @@ pub async fn post(
             );
             Ok(json_response(StatusCode::OK, body, &request_id))
         }
-        Submitted::Duplicate(row) => replay(&st, *row, &message_sha256),
+        Submitted::Duplicate(row) => replay(&st, *row, &message_sha256, principal_role).await,
     }
 }
 
@@ -132,7 +158,12 @@ fn json_response(status: StatusCode, body: String, request_id: &str) -> Response
 }
 
 /// The answer to a retry that carries an Idempotency-Key already used by this key.
-fn replay(st: &AppState, row: RequestRow, message_sha256: &str) -> Result<Response, ApiError> {
+async fn replay(
+    st: &AppState,
+    row: RequestRow,
+    message_sha256: &str,
+    role: Role,
+) -> Result<Response, ApiError> {
     if row.message_sha256 != message_sha256 {
         return Err(ApiError::Unprocessable {
             code: "idempotency_key_reused",
@@ -146,7 +177,11 @@ fn replay(st: &AppState, row: RequestRow, message_sha256: &str) -> Result<Respon
         }),
         "error" => Err(stored_error(st, &row)),
         _ => {
-            let mut r = json_response(StatusCode::OK, record(&row).to_string(), &row.request_id);
+            let mut v = record(&row);
+            if role == Role::Portal {
+                release(&mut v, st.store.review(&row.request_id).await?.as_ref());
+            }
+            let mut r = json_response(StatusCode::OK, v.to_string(), &row.request_id);
             r.headers_mut()
                 .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
             Ok(r)
@@ -219,9 +254,55 @@ pub async fn get(
     } else {
         StatusCode::OK
     };
-    Ok(json_response(
-        status,
-        record(&row).to_string(),
-        &row.request_id,
-    ))
+    let mut v = record(&row);
+    if principal.role == Role::Portal && row.status == "done" {
+        release(&mut v, st.store.review(&row.request_id).await?.as_ref());
+    }
+    Ok(json_response(status, v.to_string(), &row.request_id))
+}
+
+/// Whether a decision waits for a clinician before the patient sees it.
+pub fn needs_review(decided_by: Option<&str>) -> bool {
+    matches!(decided_by, Some("human_review" | "frontier"))
+}
+
+/// The portal's view of a done request (see the module docs): `patient_reply` and `release`
+/// at the top; the answer held while a review is due and missing, the clinician's
+/// disposition and answer after an override.
+fn release(v: &mut Value, review: Option<&ReviewRecord>) {
+    let decided_by = v
+        .pointer("/outcome/route/decided_by")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let drafted = v
+        .pointer("/outcome/patient_reply")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let (state, reply) = match (needs_review(decided_by.as_deref()), review) {
+        (false, _) => ("released", drafted),
+        (true, None) => ("held_for_review", None),
+        (true, Some(r)) if r.action == "override" => {
+            let reply = r.disposition.parse::<Disposition>().ok().map(|d| {
+                format!(
+                    "A clinician reviewed your message.\n\n{}\n\n{}",
+                    d.patient_phrase(),
+                    careflow_workflow::prompts::SAFETY_NET
+                )
+            });
+            v["disposition"] = Value::from(r.disposition.as_str());
+            ("released", reply)
+        }
+        (true, Some(_)) => ("released", drafted),
+    };
+    if reply.is_none() {
+        if let Some(o) = v.get_mut("outcome").and_then(Value::as_object_mut) {
+            o.insert("patient_reply".into(), Value::Null);
+        }
+    }
+    v["release"] = Value::from(state);
+    v["patient_reply"] = reply.map_or(Value::Null, Value::from);
+    v["review"] = match review {
+        Some(r) => json!({"action": r.action, "disposition": r.disposition, "at_ms": r.at_ms}),
+        None => Value::Null,
+    };
 }

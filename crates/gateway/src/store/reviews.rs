@@ -118,28 +118,25 @@ const REVIEW_COLUMNS: &str =
 impl Store {
     /// The cases waiting for a clinician, most urgent first, then oldest first.
     pub async fn review_queue(&self, limit: usize) -> Result<Vec<QueueItem>, GatewayError> {
-        let sql = "SELECT r.request_id, r.patient_id, r.created_at_ms, r.outcome \
-                   FROM triage_requests r LEFT JOIN reviews v ON v.request_id = r.request_id \
-                   WHERE r.status = 'done' AND v.request_id IS NULL \
-                   ORDER BY r.created_at_ms";
-        let rows: Vec<(String, Option<i64>, i64, Option<String>)> = on_backend!(&self.pool, p => {
+        // The audit row says who decided, so only the queued cases' outcomes are parsed
+        // (for the floor).
+        let sql = "SELECT r.request_id, r.patient_id, r.created_at_ms, a.decided_by, r.outcome \
+                   FROM audit_log a JOIN triage_requests r ON r.request_id = a.request_id \
+                   LEFT JOIN reviews v ON v.request_id = a.request_id \
+                   WHERE a.decided_by IN ('human_review', 'frontier') AND r.status = 'done' \
+                   AND v.request_id IS NULL ORDER BY r.created_at_ms, r.request_id";
+        type Row = (String, Option<i64>, i64, String, Option<String>);
+        let rows: Vec<Row> = on_backend!(&self.pool, p => {
             sqlx::query_as(sql)
                 .fetch_all(p)
                 .await
                 .map_err(GatewayError::db("reading the review queue"))?
         });
         let mut items: Vec<(Disposition, QueueItem)> = Vec::new();
-        for (request_id, patient_id, created_at_ms, outcome) in rows {
+        for (request_id, patient_id, created_at_ms, decided_by, outcome) in rows {
             let Some(outcome) = outcome.and_then(|o| serde_json::from_str::<Value>(&o).ok()) else {
                 continue;
             };
-            let decided_by = outcome
-                .pointer("/route/decided_by")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if !matches!(decided_by, "human_review" | "frontier") {
-                continue;
-            }
             let Some(disposition) = label_of(&outcome, "/disposition") else {
                 continue;
             };
@@ -152,7 +149,7 @@ impl Store {
                     patient_id,
                     created_at_ms,
                     disposition: disposition.label().to_string(),
-                    decided_by: decided_by.to_string(),
+                    decided_by,
                     floor: floor.map(|f| f.label().to_string()),
                     urgency: urgency.label().to_string(),
                 },

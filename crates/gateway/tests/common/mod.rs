@@ -209,3 +209,26 @@ pub async fn error_of(r: reqwest::Response) -> (u16, Value) {
     let body: Value = r.json().await.unwrap();
     (status, body["error"].clone())
 }
+
+/// A new, empty PostgreSQL database on the server `CAREFLOW_TEST_POSTGRES_URL` names (as
+/// scripts/test.sh sets it), named `careflow_{tag}_{pid}`; `None` when the variable is unset.
+pub async fn fresh_postgres(tag: &str) -> Option<String> {
+    use sqlx::{Connection, Executor};
+    let url = std::env::var("CAREFLOW_TEST_POSTGRES_URL").ok()?;
+    let database = format!("careflow_{tag}_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
+        .await
+        .unwrap();
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .unwrap();
+    let (root, query) = match url.split_once('?') {
+        Some((r, q)) => (r.to_string(), format!("?{q}")),
+        None => (url.clone(), String::new()),
+    };
+    let root = &root[..root.rfind('/').unwrap()];
+    Some(format!("{root}/{database}{query}"))
+}
