@@ -16,6 +16,13 @@ if [ "${CAREFLOW_WITH_POSTGRES:-0}" = 1 ] && ! ls /usr/lib/postgresql/*/bin/init
   need+=(postgresql)
 fi
 
+# Headless Chromium and its WebDriver for the review console's browser test (opt-in:
+# CAREFLOW_WITH_BROWSER=1; scripts/test.sh sets it).
+if [ "${CAREFLOW_WITH_BROWSER:-0}" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+fi
+
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""

@@ -5,7 +5,7 @@
 # on 2 cores run 10-100x slower (see DESIGN.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CAREFLOW_WITH_POSTGRES=1 CAREFLOW_WITH_TRAINING=1 scripts/setup.sh
+CAREFLOW_WITH_POSTGRES=1 CAREFLOW_WITH_TRAINING=1 CAREFLOW_WITH_BROWSER=1 scripts/setup.sh
 
 cargo build --release -p careflow-cli
 target/release/careflow model pull smollm2-135m >/dev/null

@@ -64,7 +64,10 @@ pub fn document() -> Value {
                     "disposition": {"enum": ["emergency_now", "urgent_same_day", "within_24_72h", "routine", "self_care", "admin", null]},
                     "decided_by": {"type": ["string", "null"], "description": "small, frontier or human_review"},
                     "outcome": {"type": ["object", "null"], "description": "The workflow's outcome: decision, reasons, rules fired, cited passages, patient reply, route, steps with tier, model, adapter, usage and cost, totals"},
-                    "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                    "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                    "release": {"enum": ["released", "held_for_review"], "description": "Portal keys only: whether the patient's answer may be shown. A case sent to human review or decided by the frontier is held until a clinician confirms or overrides it"},
+                    "patient_reply": {"type": ["string", "null"], "description": "Portal keys only: the answer for the patient once released (after an override, the clinician's disposition); null while held"},
+                    "review": {"type": ["object", "null"], "description": "Portal keys only: the clinician's decision {action, disposition, at_ms}, if any"}}},
                 "KeyRequest": {"type": "object", "additionalProperties": false, "required": ["name", "role"], "properties": {
                     "name": {"type": "string"}, "role": {"enum": ["portal", "clinician", "admin"]}}}
             }
@@ -110,7 +113,7 @@ pub fn document() -> Value {
             "/v1/review/{id}": {
                 "get": {"summary": "One case: its outcome and its decision, if any (clinician, admin)", "security": bearer,
                     "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                    "responses": with_ok(errors(&["401", "403", "404"]), "200", json!({"description": "{request_id, status, patient_id, outcome, review}"}))},
+                    "responses": with_ok(errors(&["401", "403", "404"]), "200", json!({"description": "{request_id, status, message, patient_id, outcome, review}"}))},
                 "post": {"summary": "Confirm or override a case, once (clinician, admin)", "security": bearer,
                     "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["action"],

@@ -32,3 +32,5 @@ pub fn ok_json(out: &Output, what: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
+
+pub mod webdriver;

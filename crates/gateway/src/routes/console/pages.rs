@@ -176,7 +176,7 @@ fn num(v: &Value, pointer: &str) -> String {
             if let Some(i) = n.as_u64() {
                 i.to_string()
             } else {
-                format!("{:.1}", n.as_f64().unwrap_or(0.0))
+                format!("{:.2}", n.as_f64().unwrap_or(0.0))
             }
         }
         _ => "—".into(),

@@ -123,7 +123,7 @@ pub fn foreign_origin(headers: &HeaderMap) -> bool {
 }
 
 /// The headers every console response carries: no caching (patient data), no framing, no
-/// scripts or styles but ours, no referrer.
+/// scripts or styles but ours, no referrer to other sites.
 pub fn harden(response: &mut Response) {
     let h = response.headers_mut();
     h.insert(
@@ -139,9 +139,11 @@ pub fn harden(response: &mut Response) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null`
+    // with our own forms, which the origin check refuses; request ids still never leave.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
 }
 

@@ -17,8 +17,8 @@ function el(name, attrs, text) {
 function fmt(v) {
   if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(1) + "M";
   if (Math.abs(v) >= 1e3) return (v / 1e3).toFixed(1) + "k";
-  if (v !== 0 && Math.abs(v) < 0.01) return v.toExponential(1);
-  return Math.round(v * 100) / 100 + "";
+  if (v !== 0 && Math.abs(v) < 10) return Number(v.toPrecision(2)) + "";
+  return Math.round(v) + "";
 }
 
 // Grouped (or stacked) vertical bars: categories along x, one bar per series.
