@@ -49,7 +49,6 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
         patient_id: a.patient.map(|p| p.0),
         idempotency_key: a.idempotency_key.clone(),
         message_sha256: a.message_sha256.clone(),
-        message: a.message.as_str().to_string(),
     };
     let slot = match st.queue.reserve() {
         Ok(slot) => slot,
@@ -139,9 +138,13 @@ async fn end(
     let answer = match result {
         Ok(outcome) => match serde_json::to_string(&outcome) {
             Ok(json) => {
+                // Data minimisation: the text is kept only where a clinician will read it.
+                let for_review =
+                    crate::routes::triage::needs_review(Some(&outcome.route.decided_by));
                 let ending = Ending::Done {
                     outcome_json: json.clone(),
                     audit: Box::new(audit_record(a, &outcome)),
+                    message: for_review.then(|| a.message.as_str().to_string()),
                 };
                 store(st, a, &ending).await;
                 st.metrics.outcomes.with_label_values(&["done"]).inc();

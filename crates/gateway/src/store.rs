@@ -8,8 +8,10 @@
 //!   outcome — the update only applies to a row still `accepted`, so the first ending wins;
 //! - `audit_log`: append-only, one row per decision, written in the same transaction as the
 //!   request's `done`; triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL);
-//! - `triage_messages`: the patient's text, written with the `accepted` row, read only by the
-//!   review console and `careflow review export` (logs and the audit log hold its hash);
+//! - `triage_messages`: the patient's text of the cases a clinician must review (sent to
+//!   human review or decided by the frontier), written with the request's `done`, read only by
+//!   the review console and `careflow review export` (logs and the audit log hold its hash;
+//!   the text of cases settled alone is not kept);
 //! - `triage_steps`: per decided request and step, latency and tokens (the dashboard);
 //! - `reviews` (see `reviews.rs`) and `console_sessions` (see `console.rs`).
 //!
@@ -271,9 +273,6 @@ pub struct RequestRow {
 #[derive(Debug, Clone)]
 pub struct NewRequest {
     pub request_id: String,
-    /// The patient's text: kept in `triage_messages` (for the clinicians' review and the
-    /// export), never in the logs or the audit log, which hold its hash.
-    pub message: String,
     pub api_key_id: String,
     pub patient_id: Option<i64>,
     pub idempotency_key: Option<String>,
@@ -336,6 +335,9 @@ pub enum Ending {
     Done {
         outcome_json: String,
         audit: Box<AuditRecord>,
+        /// The patient's text, for a case a clinician must review (kept in
+        /// `triage_messages`; never in the logs or the audit log, which hold its hash).
+        message: Option<String>,
     },
     Error {
         kind: String,
@@ -820,19 +822,7 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
                 .execute(&mut *tx)
                 .await
                 .map_err(GatewayError::db("storing an accepted request"))?
-                .rows_affected() == 1
-                    && {
-                        sqlx::query(
-                            "INSERT INTO triage_messages (request_id, message) VALUES ($1, $2) \
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&r.request_id)
-                        .bind(&r.message)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(GatewayError::db("storing a request's message"))?;
-                        true
-                    },
+                .rows_affected() == 1,
                 Write::Reject(r, kind) => sqlx::query(
                     "INSERT INTO triage_requests (request_id, api_key_id, patient_id, \
                      message_sha256, status, created_at_ms, finished_at_ms, error_kind, error) \
@@ -870,7 +860,18 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
                     .await
                     .map_err(GatewayError::db("storing a request's outcome"))?
                     .rows_affected();
-                    if let (1, Ending::Done { audit, .. }) = (n, ending) {
+                    if let (1, Ending::Done { audit, message, .. }) = (n, ending) {
+                        if let Some(text) = message {
+                            sqlx::query(
+                                "INSERT INTO triage_messages (request_id, message) VALUES ($1, $2) \
+                                 ON CONFLICT DO NOTHING",
+                            )
+                            .bind(request_id)
+                            .bind(text)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(GatewayError::db("storing a request's message"))?;
+                        }
                         let a = audit.as_ref();
                         sqlx::query(
                             "INSERT INTO audit_log (at_ms, request_id, api_key_id, role, patient_id, \

@@ -460,6 +460,10 @@ async fn the_portal_gets_the_answer_only_after_a_clinician_decides() {
 
     let v = submit(&s, 7, "unsure about a rash").await;
     let id = v["request_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.store.message(&id).await.unwrap().as_deref(),
+        Some("unsure about a rash")
+    );
     assert_eq!(v["release"], "held_for_review");
     assert!(v["patient_reply"].is_null() && v["outcome"]["patient_reply"].is_null());
     let v: Value = portal_get(id.clone()).await.unwrap().json().await.unwrap();

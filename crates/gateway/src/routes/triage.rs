@@ -117,27 +117,30 @@ pub async fn post(
         .await
         .map_err(|e| ApiError::Internal(format!("the submission task failed: {e}")))??;
     match submitted {
-        Submitted::Done(outcome, json) if principal_role == Role::Portal => {
-            let row = RequestRow {
-                request_id: request_id.clone(),
-                api_key_id: String::new(),
-                patient_id: outcome.patient_id,
-                idempotency_key: None,
-                message_sha256,
-                status: "done".into(),
-                created_at_ms: 0,
-                finished_at_ms: None,
-                outcome: Some(json),
-                error_kind: None,
-                error: None,
-            };
-            let mut v = record(&row);
-            release(&mut v, None);
-            Ok(json_response(StatusCode::OK, v.to_string(), &request_id))
-        }
         Submitted::Done(outcome, json) => {
+            // Formatted around the stored JSON rather than rebuilt: this is the hot path.
+            let (release_fields, json) = if principal_role != Role::Portal {
+                (String::new(), json)
+            } else if needs_review(Some(&outcome.route.decided_by)) {
+                let mut v: Value = serde_json::from_str(&json)
+                    .map_err(|e| ApiError::Internal(format!("re-reading the outcome: {e}")))?;
+                v["patient_reply"] = Value::Null;
+                (
+                    ",\"release\":\"held_for_review\",\"patient_reply\":null,\"review\":null"
+                        .to_string(),
+                    v.to_string(),
+                )
+            } else {
+                (
+                    format!(
+                        ",\"release\":\"released\",\"patient_reply\":{},\"review\":null",
+                        Value::from(outcome.patient_reply.as_str())
+                    ),
+                    json,
+                )
+            };
             let body = format!(
-                "{{\"request_id\":{},\"status\":\"done\",\"disposition\":\"{}\",\"decided_by\":{},\"outcome\":{}}}",
+                "{{\"request_id\":{},\"status\":\"done\",\"disposition\":\"{}\",\"decided_by\":{}{release_fields},\"outcome\":{}}}",
                 Value::from(request_id.as_str()),
                 outcome.disposition.label(),
                 Value::from(outcome.route.decided_by.as_str()),
