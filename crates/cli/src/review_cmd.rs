@@ -17,8 +17,10 @@ pub const EXPORT_ABOUT: &str =
 format: `id` (the request id), `message`, `patient_id`, `gold` (the clinician's disposition: \
 the workflow's when confirmed, theirs when overridden), `scale` (careflow), `rules` (the red-flag \
 rules that fired), `rationale` (the override's reason) and `tags` (reviewed, the action, who \
-decided, the workflow's disposition). Cases whose message was not kept (accepted before \
-messages were stored) are skipped and counted.\n\n\
+decided, the workflow's disposition). Only cases the workflow sent to review keep their \
+message; a reviewed case without one (settled by the workflow, or accepted before messages \
+were kept) is skipped and counted. The file holds patients' messages: it is written readable \
+by its owner only.\n\n\
   careflow review export --out reviewed.jsonl\n\
   careflow eval --suite reviewed.jsonl --strategy small";
 
@@ -146,7 +148,7 @@ pub async fn run(c: ReviewCommand) -> Result<()> {
                 Some(path) => {
                     // Whole file or nothing: written beside it, then renamed over it.
                     let tmp = path.with_extension("jsonl.partial");
-                    std::fs::write(&tmp, &text)
+                    write_private(&tmp, text.as_bytes())
                         .with_context(|| format!("writing {}", tmp.display()))?;
                     std::fs::rename(&tmp, path)
                         .with_context(|| format!("writing {}", path.display()))?;
@@ -159,9 +161,25 @@ pub async fn run(c: ReviewCommand) -> Result<()> {
                 }
             }
             if skipped > 0 {
-                eprintln!("skipped {skipped} reviewed cases whose message was not kept");
+                eprintln!(
+                    "skipped {skipped} reviewed cases without a kept message (settled by the \
+                     workflow, or accepted before messages were kept)"
+                );
             }
         }
     }
     Ok(())
+}
+
+/// Writes a file readable and writable by its owner only (it holds patients' messages).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }

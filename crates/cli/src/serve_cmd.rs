@@ -67,6 +67,13 @@ pub async fn run(a: ServeArgs) -> Result<()> {
     );
     let service = WorkflowService::new(Arc::new(workflow), engine, ledger);
     let listen = settings.listen;
+    if settings.console.enabled && !listen.ip().is_loopback() && !settings.console.secure_cookie {
+        eprintln!(
+            "note: the review console's cookie is marked Secure only behind an HTTPS proxy \
+             (X-Forwarded-Proto: https); set gateway.console.secure_cookie = true when serving \
+             it over HTTPS on {listen}"
+        );
+    }
     let state = AppState::new(settings, Arc::new(service), store).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -140,7 +140,7 @@ async fn end(
             Ok(json) => {
                 // Data minimisation: the text is kept only where a clinician will read it.
                 let for_review =
-                    crate::routes::triage::needs_review(Some(&outcome.route.decided_by));
+                    crate::routes::portal_view::needs_review(Some(&outcome.route.decided_by));
                 let ending = Ending::Done {
                     outcome_json: json.clone(),
                     audit: Box::new(audit_record(a, &outcome)),

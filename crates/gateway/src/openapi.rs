@@ -65,8 +65,10 @@ pub fn document() -> Value {
                     "decided_by": {"type": ["string", "null"], "description": "small, frontier or human_review"},
                     "outcome": {"type": ["object", "null"], "description": "The workflow's outcome: decision, reasons, rules fired, cited passages, patient reply, route, steps with tier, model, adapter, usage and cost, totals"},
                     "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
-                    "release": {"enum": ["released", "held_for_review"], "description": "Portal keys only: whether the patient's answer may be shown. A case sent to human review or decided by the frontier is held until a clinician confirms or overrides it"},
+                    "release": {"enum": ["released", "held_for_review"], "description": "Portal keys only (they get this allow-listed view, without `outcome`): whether the patient's answer may be shown. A case sent to human review or decided by the frontier is held until a clinician confirms or overrides it"},
                     "patient_reply": {"type": ["string", "null"], "description": "Portal keys only: the answer for the patient once released (after an override, the clinician's disposition); null while held"},
+                    "interim_reply": {"type": ["string", "null"], "description": "Portal keys only, while held: a clinician will reply; the emergency instruction first when the case's urgency is emergency_now"},
+                    "cited": {"type": ["array", "null"], "description": "Portal keys only: the guideline passages the answer cites"},
                     "review": {"type": ["object", "null"], "description": "Portal keys only: the clinician's decision {action, disposition, at_ms}, if any"}}},
                 "KeyRequest": {"type": "object", "additionalProperties": false, "required": ["name", "role"], "properties": {
                     "name": {"type": "string"}, "role": {"enum": ["portal", "clinician", "admin"]}}}

@@ -465,10 +465,34 @@ async fn the_portal_gets_the_answer_only_after_a_clinician_decides() {
         Some("unsure about a rash")
     );
     assert_eq!(v["release"], "held_for_review");
-    assert!(v["patient_reply"].is_null() && v["outcome"]["patient_reply"].is_null());
+    assert!(
+        v["patient_reply"].is_null() && v.get("outcome").is_none(),
+        "{v}"
+    );
+    assert!(v["interim_reply"]
+        .as_str()
+        .unwrap()
+        .contains("A clinician will review"));
+    assert!(
+        !v.to_string().contains("Drafted"),
+        "the draft is not in the portal's view"
+    );
     let v: Value = portal_get(id.clone()).await.unwrap().json().await.unwrap();
     assert_eq!(v["release"], "held_for_review");
-    assert!(v["patient_reply"].is_null() && v["outcome"]["patient_reply"].is_null());
+    assert!(v["patient_reply"].is_null() && v.get("outcome").is_none());
+    assert!(!v.to_string().contains("Drafted"));
+    // The same Idempotency-Key and message under another patient's token replays nothing.
+    for patient in [7, 8] {
+        let r = s
+            .triage_raw(
+                &s.portal,
+                Some(&s.issuer.token(patient)),
+                json!({"message": "unsure again"}).to_string(),
+                Some("idem-1"),
+            )
+            .await;
+        assert_eq!(r.status(), if patient == 7 { 200 } else { 422 });
+    }
     // A clinician key reads the draft.
     let v: Value = s
         .client

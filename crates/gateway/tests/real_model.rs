@@ -51,7 +51,11 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         Some(records),
         RuleSet::embedded().unwrap(),
         Guidelines::embedded().unwrap(),
-        WorkflowConfig::default(),
+        // Every case goes to human review (no frontier tier here): the portal's answer is held.
+        WorkflowConfig {
+            confidence_threshold: Some(0.99),
+            ..WorkflowConfig::default()
+        },
     )
     .unwrap();
     workflow.warm().await.unwrap();
@@ -73,9 +77,41 @@ async fn triage_and_the_openai_protocol_on_the_real_model() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let posted: Value = r.json().await.unwrap();
+    let posted_text = r.text().await.unwrap();
+    let posted: Value = serde_json::from_str(&posted_text).unwrap();
     let id = posted["request_id"].as_str().unwrap().to_string();
-    let outcome = &posted["outcome"];
+    // The portal's view: held for review, and nothing of the workflow's internals.
+    assert_eq!(posted["decided_by"], "human_review", "{posted}");
+    assert_eq!(posted["release"], "held_for_review");
+    assert!(posted["patient_reply"].is_null() && posted["interim_reply"].is_string());
+    assert!(posted.get("outcome").is_none(), "{posted}");
+    // The clinician's view has the outcome, with the respond step's drafted answer.
+    let full: Value = s
+        .client
+        .get(s.url(&format!("/v1/triage/{id}")))
+        .bearer_auth(&s.clinician)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outcome = &full["outcome"];
+    for step in outcome["steps"].as_array().unwrap() {
+        for v in step["output"]
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.values())
+        {
+            // Free text (the drafted reply, reasons), not labels like a disposition.
+            if let Some(text) = v.as_str().filter(|t| t.len() > 24 && t.contains(' ')) {
+                assert!(
+                    !posted_text.contains(&serde_json::to_string(text).unwrap()[1..text.len()]),
+                    "a step's output reached the portal: {text}"
+                );
+            }
+        }
+    }
     assert_eq!(outcome["request_id"], id.as_str(), "one id everywhere");
     assert_eq!(outcome["patient_id"], patient.0);
     assert!(posted["disposition"].is_string());

@@ -7,5 +7,6 @@ pub mod console;
 pub mod keys;
 pub mod openai;
 pub mod ops;
+pub mod portal_view;
 pub mod review;
 pub mod triage;

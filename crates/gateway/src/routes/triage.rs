@@ -4,24 +4,22 @@
 //! patient's results (another patient's result is a 404, so its existence is not disclosed);
 //! a clinician key reads any result; an admin key does both.
 //!
-//! Release: a case the workflow did not settle alone (`decided_by` `human_review` or
-//! `frontier`) goes to the clinicians' review queue, and the answer written for the patient
-//! is held from the portal until a clinician has confirmed or overridden it: the portal sees
-//! `"release": "held_for_review"` and no `patient_reply` until then, and after an override
-//! the clinician's disposition with its answer. Clinician and admin keys see everything.
+//! A portal key gets the allow-listed view of [`super::portal_view`] (the answer held until
+//! a clinician decides a case that needs it); clinician and admin keys get the stored outcome.
 
 use crate::api_error::ApiError;
 use crate::auth::{random_hex, Role};
 use crate::flow::{self, Accepted, Submitted};
+use crate::routes::portal_view::{self, Decided};
 use crate::state::AppState;
-use crate::store::{RequestRow, ReviewRecord};
+use crate::store::RequestRow;
 use crate::validate;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use careflow_core::Disposition;
+use careflow_core::PatientId;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -95,7 +93,7 @@ pub async fn post(
             .request_by_idempotency_key(&principal.key_id, k)
             .await?
         {
-            return replay(&st, row, &message_sha256, principal.role).await;
+            return replay(&st, row, &message_sha256, principal.role, patient).await;
         }
     }
     let request_id = random_hex(16)?;
@@ -117,30 +115,19 @@ pub async fn post(
         .await
         .map_err(|e| ApiError::Internal(format!("the submission task failed: {e}")))??;
     match submitted {
+        Submitted::Done(outcome, _) if principal_role == Role::Portal => {
+            let v = portal_view::view(
+                &request_id,
+                None,
+                Some(&Decided::from_outcome(&outcome)),
+                None,
+            );
+            Ok(json_response(StatusCode::OK, v.to_string(), &request_id))
+        }
         Submitted::Done(outcome, json) => {
-            // Formatted around the stored JSON rather than rebuilt: this is the hot path.
-            let (release_fields, json) = if principal_role != Role::Portal {
-                (String::new(), json)
-            } else if needs_review(Some(&outcome.route.decided_by)) {
-                let mut v: Value = serde_json::from_str(&json)
-                    .map_err(|e| ApiError::Internal(format!("re-reading the outcome: {e}")))?;
-                v["patient_reply"] = Value::Null;
-                (
-                    ",\"release\":\"held_for_review\",\"patient_reply\":null,\"review\":null"
-                        .to_string(),
-                    v.to_string(),
-                )
-            } else {
-                (
-                    format!(
-                        ",\"release\":\"released\",\"patient_reply\":{},\"review\":null",
-                        Value::from(outcome.patient_reply.as_str())
-                    ),
-                    json,
-                )
-            };
+            // Formatted around the stored JSON rather than rebuilt.
             let body = format!(
-                "{{\"request_id\":{},\"status\":\"done\",\"disposition\":\"{}\",\"decided_by\":{}{release_fields},\"outcome\":{}}}",
+                "{{\"request_id\":{},\"status\":\"done\",\"disposition\":\"{}\",\"decided_by\":{},\"outcome\":{}}}",
                 Value::from(request_id.as_str()),
                 outcome.disposition.label(),
                 Value::from(outcome.route.decided_by.as_str()),
@@ -148,7 +135,9 @@ pub async fn post(
             );
             Ok(json_response(StatusCode::OK, body, &request_id))
         }
-        Submitted::Duplicate(row) => replay(&st, *row, &message_sha256, principal_role).await,
+        Submitted::Duplicate(row) => {
+            replay(&st, *row, &message_sha256, principal_role, patient).await
+        }
     }
 }
 
@@ -166,8 +155,12 @@ async fn replay(
     row: RequestRow,
     message_sha256: &str,
     role: Role,
+    patient: Option<PatientId>,
 ) -> Result<Response, ApiError> {
-    if row.message_sha256 != message_sha256 {
+    // One portal key serves many patients: a key reused under another patient's token is
+    // answered like a key reused for another message, and discloses nothing.
+    let other_patient = role == Role::Portal && row.patient_id != patient.map(|p| p.0);
+    if row.message_sha256 != message_sha256 || other_patient {
         return Err(ApiError::Unprocessable {
             code: "idempotency_key_reused",
             message: "Idempotency-Key: already used for a different message".into(),
@@ -180,10 +173,11 @@ async fn replay(
         }),
         "error" => Err(stored_error(st, &row)),
         _ => {
-            let mut v = record(&row);
-            if role == Role::Portal {
-                release(&mut v, st.store.review(&row.request_id).await?.as_ref());
-            }
+            let v = if role == Role::Portal {
+                portal(st, &row).await?
+            } else {
+                record(&row)
+            };
             let mut r = json_response(StatusCode::OK, v.to_string(), &row.request_id);
             r.headers_mut()
                 .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
@@ -257,55 +251,29 @@ pub async fn get(
     } else {
         StatusCode::OK
     };
-    let mut v = record(&row);
-    if principal.role == Role::Portal && row.status == "done" {
-        release(&mut v, st.store.review(&row.request_id).await?.as_ref());
-    }
+    let v = if principal.role == Role::Portal {
+        portal(&st, &row).await?
+    } else {
+        record(&row)
+    };
     Ok(json_response(status, v.to_string(), &row.request_id))
 }
 
-/// Whether a decision waits for a clinician before the patient sees it.
-pub fn needs_review(decided_by: Option<&str>) -> bool {
-    matches!(decided_by, Some("human_review" | "frontier"))
-}
-
-/// The portal's view of a done request (see the module docs): `patient_reply` and `release`
-/// at the top; the answer held while a review is due and missing, the clinician's
-/// disposition and answer after an override.
-fn release(v: &mut Value, review: Option<&ReviewRecord>) {
-    let decided_by = v
-        .pointer("/outcome/route/decided_by")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let drafted = v
-        .pointer("/outcome/patient_reply")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let (state, reply) = match (needs_review(decided_by.as_deref()), review) {
-        (false, _) => ("released", drafted),
-        (true, None) => ("held_for_review", None),
-        (true, Some(r)) if r.action == "override" => {
-            let reply = r.disposition.parse::<Disposition>().ok().map(|d| {
-                format!(
-                    "A clinician reviewed your message.\n\n{}\n\n{}",
-                    d.patient_phrase(),
-                    careflow_workflow::prompts::SAFETY_NET
-                )
-            });
-            v["disposition"] = Value::from(r.disposition.as_str());
-            ("released", reply)
-        }
-        (true, Some(_)) => ("released", drafted),
+/// A stored request as a portal key sees it.
+async fn portal(st: &AppState, row: &RequestRow) -> Result<Value, ApiError> {
+    let outcome: Option<Value> = match (row.status.as_str(), row.outcome.as_deref()) {
+        ("done", Some(o)) => serde_json::from_str(o).ok(),
+        _ => None,
     };
-    if reply.is_none() {
-        if let Some(o) = v.get_mut("outcome").and_then(Value::as_object_mut) {
-            o.insert("patient_reply".into(), Value::Null);
-        }
-    }
-    v["release"] = Value::from(state);
-    v["patient_reply"] = reply.map_or(Value::Null, Value::from);
-    v["review"] = match review {
-        Some(r) => json!({"action": r.action, "disposition": r.disposition, "at_ms": r.at_ms}),
-        None => Value::Null,
+    let review = match &outcome {
+        Some(_) => st.store.review(&row.request_id).await?,
+        None => None,
     };
+    let decided = outcome.as_ref().map(Decided::from_json);
+    Ok(portal_view::view(
+        &row.request_id,
+        Some(row),
+        decided.as_ref(),
+        review.as_ref(),
+    ))
 }

@@ -240,7 +240,18 @@ impl Store {
             .map_err(GatewayError::db(ctx))?
         });
         figures.reviews = reviews.into_iter().map(|(a, c)| (a, n(c))).collect();
-        figures.pending_review = self.review_queue(usize::MAX).await?.len() as u64;
+        let pending: (i64,) = on_backend!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT COUNT(*) FROM audit_log a JOIN triage_requests r \
+                 ON r.request_id = a.request_id LEFT JOIN reviews v ON v.request_id = a.request_id \
+                 WHERE a.decided_by IN ('human_review', 'frontier') AND r.status = 'done' \
+                 AND v.request_id IS NULL",
+            )
+            .fetch_one(p)
+            .await
+            .map_err(GatewayError::db(ctx))?
+        });
+        figures.pending_review = n(pending.0);
         if figures.decisions > 0 {
             figures.escalation_rate = escalated as f64 / figures.decisions as f64;
             figures.review_rate = needs_clinician as f64 / figures.decisions as f64;

@@ -149,7 +149,8 @@ fn error_page(e: ApiError) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         pages::notice(
             "Something went wrong",
-            "The server could not complete this; nothing was recorded. Try again.",
+            "The server could not complete this request. Try again; if it was a decision, \
+             check the case before repeating it.",
             None,
         ),
     )
@@ -185,6 +186,18 @@ async fn login(
             pages::notice("Refused", "This form was posted from another site.", None),
         );
     }
+    // Attempts are throttled before the key is checked (one bucket for all sign-ins: the
+    // console has few users), so guessing costs time, not just CPU.
+    if let Err(retry_after) = st.limiter.check("console-sign-in") {
+        let mut r = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(Some("Too many sign-in attempts: wait a moment.")),
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
     let key = form.map(|Form(f)| f.api_key).unwrap_or_default();
     let key = key.trim();
     if key.is_empty() {
@@ -213,15 +226,10 @@ async fn login(
             )),
         );
     }
-    if let Err(retry_after) = st.limiter.check(&principal.key_id) {
-        let mut r = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            pages::login(Some("Too many attempts: wait a moment.")),
-        );
-        if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+    // A session the browser already holds (perhaps one planted on it) ends here: signing
+    // in always starts a new one.
+    if let Err(e) = session::close(&st, &headers).await {
+        return error_page(e);
     }
     match session::open(&st, &principal.key_id, principal.role.as_str()).await {
         Ok(token) => {
@@ -247,6 +255,21 @@ async fn logout(
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if !st.settings.console.enabled {
+        return disabled();
+    }
+    let signed_out = || {
+        let mut r = redirect("/console/login");
+        r.headers_mut()
+            .insert(header::SET_COOKIE, session::set_cookie(&st, &headers, None));
+        r
+    };
+    // A session that has already ended: nothing to protect, just clear the cookie.
+    match session::current(&st, &headers).await {
+        Ok(None) => return signed_out(),
+        Ok(Some(_)) => {}
+        Err(e) => return error_page(e),
+    }
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
     if let Err(r) = form_session(&st, &headers, csrf.as_deref()).await {
         return r;
@@ -254,10 +277,7 @@ async fn logout(
     if let Err(e) = session::close(&st, &headers).await {
         return error_page(e);
     }
-    let mut r = redirect("/console/login");
-    r.headers_mut()
-        .insert(header::SET_COOKIE, session::set_cookie(&st, &headers, None));
-    r
+    signed_out()
 }
 
 async fn queue(State(st): State<AppState>, headers: HeaderMap) -> Response {

@@ -111,8 +111,11 @@ pub fn foreign_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
     };
+    // Behind a proxy that rewrites Host, the host the browser used is X-Forwarded-Host (a
+    // browser cannot set that header on a cross-site form, so trusting it keeps the check).
     let host = headers
-        .get(header::HOST)
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let origin_host = origin
@@ -184,6 +187,15 @@ mod tests {
         assert!(foreign_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(foreign_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://care.example.org"),
+        );
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("care.example.org"),
+        );
+        assert!(!foreign_origin(&h), "behind a proxy");
     }
 
     #[test]
