@@ -13,61 +13,6 @@ mod common;
 use common::webdriver::Driver;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(data: &Path, config: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = common::command(
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        data,
-    )
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(data.join("serve.log")).unwrap())
-    .spawn()
-    .expect("starts careflow serve");
-    let server = Server {
-        child,
-        base: format!("http://{listen}"),
-    };
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/readyz", server.base)).await {
-            if r.status().is_success() {
-                return server;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "careflow serve not ready after 180 s: {}",
-            std::fs::read_to_string(data.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn key(data: &Path, name: &str, role: &str) -> String {
     let v = common::ok_json(
@@ -106,7 +51,7 @@ async fn a_clinician_overrides_a_queued_case_in_chromium_and_the_export_has_it()
     .unwrap();
     let clinician = key(data, "dr-lee", "clinician");
     let admin = key(data, "intake", "admin");
-    let server = serve(data, &config).await;
+    let server = common::serve(data, &config, &[]).await;
 
     let message =
         "<script>document.title='pwned'</script><b>Sharp</b> lower back pain for 3 days, \

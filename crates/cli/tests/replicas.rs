@@ -15,69 +15,17 @@ use careflow_records::Records;
 use careflow_remote::{ApiKey, RemoteConfig, ReplicaSet};
 use careflow_workflow::{TriageRequest, TriageWorkflow, WorkflowConfig};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A `careflow serve` child, killed when dropped.
-struct Server {
-    child: Child,
-    base_url: String,
+/// A replica: `careflow serve` with one thread (two engines on two cores).
+async fn serve(data: &Path, config: &Path) -> common::Server {
+    common::serve(data, config, &[("CAREFLOW_THREADS", "1")]).await
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn serve(data: &Path, config: &Path) -> Server {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = common::command(
-        &[
-            "serve",
-            "--listen",
-            &listen,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        data,
-    )
-    // Two engines on two cores: one thread each.
-    .env("CAREFLOW_THREADS", "1")
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(data.join("serve.log")).unwrap())
-    .spawn()
-    .expect("starts careflow serve");
-    let server = Server {
-        child,
-        base_url: format!("http://{listen}/v1"),
-    };
-    let ready = format!("http://{listen}/readyz");
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(&ready).await {
-            if r.status().is_success() {
-                return server;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(180),
-            "careflow serve on {listen} not ready after 180 s: {}",
-            std::fs::read_to_string(data.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// Its OpenAI-compatible base URL.
+fn v1(s: &common::Server) -> String {
+    format!("{}/v1", s.base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +65,7 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
 
     // The name the replicas serve the base model under (their GET /v1/models).
     let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/models", servers[0].base_url))
+        .get(format!("{}/models", v1(&servers[0])))
         .bearer_auth(&secret)
         .send()
         .await
@@ -128,7 +76,7 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
     let served = listed["data"][0]["id"].as_str().unwrap().to_string();
     let set = ReplicaSet::new(
         &RemoteConfig {
-            replicas: servers.iter().map(|s| s.base_url.clone()).collect(),
+            replicas: servers.iter().map(v1).collect(),
             timeout_ms: 240_000,
             max_attempts: 2,
             backoff_base_ms: 50,
@@ -255,7 +203,8 @@ async fn steps_of_a_request_stay_on_one_replica_and_a_killed_replica_fails_over(
         format!(
             "[small.remote]\nreplicas = [\"{}\", \"{}\"]\nmodel = \"{served}\"\n\
              api_key_env = \"CAREFLOW_TEST_REPLICA_KEY\"\nmax_attempts = 1\ntimeout_ms = 240000\n",
-            servers[survivor].base_url, servers[victim].base_url
+            v1(&servers[survivor]),
+            v1(&servers[victim])
         ),
     )
     .unwrap();

@@ -14,6 +14,7 @@ pub mod facts;
 pub mod message;
 pub mod redact;
 pub mod step;
+pub mod time;
 pub mod usage;
 
 pub use disposition::{Disposition, ParseDispositionError};

@@ -95,6 +95,23 @@ const SQLITE_SCHEMA: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+    "CREATE TABLE IF NOT EXISTS reviews (
+        request_id TEXT PRIMARY KEY,
+        reviewer_key_id TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('confirm', 'override')),
+        disposition TEXT NOT NULL,
+        previous TEXT NOT NULL,
+        reason TEXT NULL,
+        at_ms BIGINT NOT NULL
+    )",
+    "CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
+        BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS reviews_no_delete BEFORE DELETE ON reviews
+        BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END",
+];
+
+/// Tables whose SQL is the same on both databases, created after the others.
+const SHARED_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS triage_messages (
         request_id TEXT PRIMARY KEY,
         message TEXT NOT NULL
@@ -123,19 +140,6 @@ const SQLITE_SCHEMA: &[&str] = &[
         expires_at_ms BIGINT NOT NULL,
         ended_at_ms BIGINT NULL
     )",
-    "CREATE TABLE IF NOT EXISTS reviews (
-        request_id TEXT PRIMARY KEY,
-        reviewer_key_id TEXT NOT NULL,
-        action TEXT NOT NULL CHECK (action IN ('confirm', 'override')),
-        disposition TEXT NOT NULL,
-        previous TEXT NOT NULL,
-        reason TEXT NULL,
-        at_ms BIGINT NOT NULL
-    )",
-    "CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
-        BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS reviews_no_delete BEFORE DELETE ON reviews
-        BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END",
 ];
 
 const POSTGRES_SCHEMA: &[&str] = &[
@@ -191,34 +195,6 @@ const POSTGRES_SCHEMA: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION careflow_audit_log_refuse()",
     "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
         FOR EACH STATEMENT EXECUTE FUNCTION careflow_audit_log_refuse()",
-    "CREATE TABLE IF NOT EXISTS triage_messages (
-        request_id TEXT PRIMARY KEY,
-        message TEXT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS triage_steps (
-        request_id TEXT NOT NULL,
-        at_ms BIGINT NOT NULL,
-        step TEXT NOT NULL,
-        tier TEXT NOT NULL,
-        millis DOUBLE PRECISION NOT NULL,
-        submitted BIGINT NOT NULL,
-        computed BIGINT NOT NULL,
-        reused BIGINT NOT NULL,
-        generated BIGINT NOT NULL,
-        cost_usd DOUBLE PRECISION NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS triage_steps_at ON triage_steps (at_ms)",
-    "CREATE INDEX IF NOT EXISTS audit_log_decided_by ON audit_log (decided_by, request_id)",
-    "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms)",
-    "CREATE TABLE IF NOT EXISTS console_sessions (
-        token_sha256 TEXT PRIMARY KEY,
-        api_key_id TEXT NOT NULL,
-        role TEXT NOT NULL,
-        csrf_token TEXT NOT NULL,
-        created_at_ms BIGINT NOT NULL,
-        expires_at_ms BIGINT NOT NULL,
-        ended_at_ms BIGINT NULL
-    )",
     "CREATE TABLE IF NOT EXISTS reviews (
         request_id TEXT PRIMARY KEY,
         reviewer_key_id TEXT NOT NULL,
@@ -499,7 +475,7 @@ impl Store {
         let ctx = "creating the gateway tables";
         on_backend!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(GatewayError::db(ctx))?;
-            for sql in statements {
+            for sql in statements.iter().chain(SHARED_SCHEMA) {
                 sqlx::query(sql)
                     .execute(&mut *tx)
                     .await
@@ -945,8 +921,8 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
 }
 
 mod console;
-pub(crate) mod dashboard;
+mod dashboard;
 mod reviews;
-pub use console::{ConsoleSession, ReviewedCase};
+pub use console::{ConsoleSession, ReviewedCase, SignIn};
 pub use dashboard::{DayFigures, Figures, StepLatency};
 pub use reviews::{QueueItem, ReviewAction, ReviewRecord, ReviewRefused};

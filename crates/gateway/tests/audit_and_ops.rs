@@ -51,28 +51,12 @@ async fn audit_rows_cannot_be_updated_or_deleted_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_rows_cannot_be_updated_deleted_or_truncated_on_postgres() {
-    let Ok(url) = std::env::var("CAREFLOW_TEST_POSTGRES_URL") else {
+    let Some(db_url) = common::fresh_postgres("gateway").await else {
         println!(
             "skipped: set CAREFLOW_TEST_POSTGRES_URL=postgres://… to run the PostgreSQL audit test"
         );
         return;
     };
-    let database = format!("careflow_gateway_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
-        .await
-        .unwrap();
-    admin
-        .execute(format!("CREATE DATABASE {database}").as_str())
-        .await
-        .unwrap();
-    let (root, query) = match url.split_once('?') {
-        Some((r, q)) => (r.to_string(), format!("?{q}")),
-        None => (url.clone(), String::new()),
-    };
-    let root = &root[..root.rfind('/').unwrap()];
-    let db_url = format!("{root}/{database}{query}");
     let mut s = common::start_on(
         Arc::new(NoopService::new()),
         |_| {},
@@ -94,14 +78,7 @@ async fn audit_rows_cannot_be_updated_deleted_or_truncated_on_postgres() {
     s.shutdown().await.unwrap();
     s.store.close().await;
     conn.close().await.unwrap();
-    let _ = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-        .bind(&database)
-        .execute(&mut admin)
-        .await;
-    admin
-        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
-        .await
-        .unwrap();
+    common::drop_postgres(&db_url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,6 +306,9 @@ async fn a_decision_needs_the_sessions_csrf_token_and_a_same_origin_post() {
     );
     let (_, audit) = get_page(&s, &cookie, "/console/audit").await;
     assert!(audit.contains(&id) && audit.contains("fever with the rash"));
+    // Sign-ins are on the audit page too: the clinician's and the admin's.
+    let sign_ins = &audit[audit.find("id=\"sign-ins\"").unwrap()..];
+    assert!(sign_ins.contains(&clinician_key_id) && sign_ins.matches("<tr>").count() >= 3);
 
     // Sign-out ends the session on the server: the old cookie opens nothing.
     let r = c
@@ -584,12 +587,14 @@ async fn the_console_and_dashboard_work_on_postgres() {
     let cases = s.store.reviewed_cases().await.unwrap();
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0].message.as_deref(), Some("unsure <b>bold</b> text"));
+    let db_url = s.db_url.clone();
     dashboard_agrees_with_metrics(s).await;
+    common::drop_postgres(&db_url).await;
 }
 
 /// Five more requests (two settled, three for review), one confirmed: the dashboard's JSON,
 /// the Prometheus counters and the page agree.
-async fn dashboard_agrees_with_metrics(s: common::Server) {
+async fn dashboard_agrees_with_metrics(mut s: common::Server) {
     let cookie = sign_in(&s, &s.clinician).await;
     let figures = || async {
         no_redirects()
@@ -704,4 +709,6 @@ async fn dashboard_agrees_with_metrics(s: common::Server) {
     assert_eq!(status, 200);
     assert!(page.contains(&format!("id=\"t-decisions\">{decisions}<")));
     assert!(page.contains("<script id=\"figures\" type=\"application/json\">"));
+    s.shutdown().await.unwrap();
+    s.store.close().await;
 }

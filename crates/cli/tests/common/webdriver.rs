@@ -31,14 +31,6 @@ impl Drop for Driver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn which(names: &[&str]) -> Option<String> {
     let path = std::env::var("PATH").unwrap_or_default();
     for name in names {
@@ -58,7 +50,7 @@ impl Driver {
         let exe = which(&["chromedriver"]).expect(
             "chromedriver is missing: apt-get install chromium chromium-driver (scripts/setup.sh does)",
         );
-        let port = free_port();
+        let port = super::free_port();
         let child = Command::new(exe)
             .arg(format!("--port={port}"))
             .process_group(0)

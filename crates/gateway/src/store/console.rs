@@ -5,6 +5,7 @@
 //! browser holds it in an HttpOnly cookie), with the key that signed in, the session's CSRF
 //! token and its expiry. A session whose key was revoked stops working at once.
 
+use super::reviews::review_row;
 use super::{Pool, Store};
 use crate::store::ReviewRecord;
 use crate::GatewayError;
@@ -21,6 +22,18 @@ pub struct ConsoleSession {
     /// Every form of the session carries it; a POST without it is refused.
     pub csrf_token: String,
     pub expires_at_ms: i64,
+}
+
+/// A sign-in, as the console's audit page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignIn {
+    pub api_key_id: String,
+    pub key_name: String,
+    pub role: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// When the clinician signed out (or a later sign-in in the same browser ended it).
+    pub ended_at_ms: Option<i64>,
 }
 
 /// A reviewed case with what the export needs.
@@ -152,15 +165,7 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|t| ReviewedCase {
-                review: ReviewRecord {
-                    request_id: t.0,
-                    reviewer_key_id: t.1,
-                    action: t.2,
-                    disposition: t.3,
-                    previous: t.4,
-                    reason: t.5,
-                    at_ms: t.6,
-                },
+                review: review_row((t.0, t.1, t.2, t.3, t.4, t.5, t.6)),
                 patient_id: t.7,
                 created_at_ms: t.8,
                 message: t.9,
@@ -200,17 +205,36 @@ impl Store {
             .into_iter()
             .map(|t| {
                 (
-                    ReviewRecord {
-                        request_id: t.0,
-                        reviewer_key_id: t.1,
-                        action: t.2,
-                        disposition: t.3,
-                        previous: t.4,
-                        reason: t.5,
-                        at_ms: t.6,
-                    },
+                    review_row((t.0, t.1, t.2, t.3, t.4, t.5, t.6)),
                     t.7.unwrap_or_default(),
                 )
+            })
+            .collect())
+    }
+
+    /// The latest sign-ins, newest first (never their tokens).
+    pub async fn recent_sign_ins(&self, limit: i64) -> Result<Vec<SignIn>, GatewayError> {
+        type Row = (String, Option<String>, String, i64, i64, Option<i64>);
+        let rows: Vec<Row> = on_backend!(&self.pool, p => {
+            sqlx::query_as(
+                "SELECT s.api_key_id, k.name, s.role, s.created_at_ms, s.expires_at_ms, \
+                 s.ended_at_ms FROM console_sessions s LEFT JOIN api_keys k ON k.id = s.api_key_id \
+                 ORDER BY s.created_at_ms DESC LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .map_err(GatewayError::db("reading the latest sign-ins"))?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|t| SignIn {
+                api_key_id: t.0,
+                key_name: t.1.unwrap_or_default(),
+                role: t.2,
+                created_at_ms: t.3,
+                expires_at_ms: t.4,
+                ended_at_ms: t.5,
             })
             .collect())
     }

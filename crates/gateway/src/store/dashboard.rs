@@ -4,11 +4,11 @@
 
 use super::{Pool, Store};
 use crate::GatewayError;
+use careflow_core::time::DAY_MS;
 use careflow_core::TokenUsage;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-const DAY_MS: i64 = 86_400_000;
 /// Latency percentiles read at most this many of the latest step rows.
 const LATENCY_ROWS: i64 = 20_000;
 
@@ -66,20 +66,6 @@ pub struct Figures {
     pub steps: Vec<StepLatency>,
 }
 
-pub(crate) fn day_label(day: i64) -> String {
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -109,7 +95,7 @@ impl Store {
                 (
                     d,
                     DayFigures {
-                        day: day_label(d),
+                        day: careflow_core::time::utc_date(d),
                         ..DayFigures::default()
                     },
                 )
@@ -271,13 +257,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_are_civil_dates() {
-        assert_eq!(day_label(0), "1970-01-01");
-        assert_eq!(day_label(20_454), "2026-01-01");
-        assert_eq!(day_label(20_789), "2026-12-02");
-    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

@@ -98,9 +98,9 @@ fn most_urgent(a: Disposition, b: Option<Disposition>) -> Disposition {
     }
 }
 
-type ReviewTuple = (String, String, String, String, String, Option<String>, i64);
+pub(super) type ReviewTuple = (String, String, String, String, String, Option<String>, i64);
 
-fn review_row(t: ReviewTuple) -> ReviewRecord {
+pub(super) fn review_row(t: ReviewTuple) -> ReviewRecord {
     ReviewRecord {
         request_id: t.0,
         reviewer_key_id: t.1,

@@ -232,3 +232,30 @@ pub async fn fresh_postgres(tag: &str) -> Option<String> {
     let root = &root[..root.rfind('/').unwrap()];
     Some(format!("{root}/{database}{query}"))
 }
+
+/// Drops a database [`fresh_postgres`] made (its connections first).
+pub async fn drop_postgres(db_url: &str) {
+    use sqlx::{Connection, Executor};
+    let (Ok(url), Some(database)) = (
+        std::env::var("CAREFLOW_TEST_POSTGRES_URL"),
+        db_url
+            .split('?')
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .map(str::to_string),
+    ) else {
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let _ = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .execute(&mut admin)
+    .await;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
+        .await
+        .unwrap();
+}

@@ -457,9 +457,12 @@ async fn audit(State(st): State<AppState>, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    match st.store.recent_reviews(500).await {
-        Ok(rows) => page(StatusCode::OK, pages::audit(&rows, &s)),
-        Err(e) => error_page(e.into()),
+    match (
+        st.store.recent_reviews(500).await,
+        st.store.recent_sign_ins(100).await,
+    ) {
+        (Ok(rows), Ok(sign_ins)) => page(StatusCode::OK, pages::audit(&rows, &sign_ins, &s)),
+        (Err(e), _) | (_, Err(e)) => error_page(e.into()),
     }
 }
 

@@ -3,8 +3,7 @@
 //! Links from data (guideline sources) are kept only when they are http(s) URLs. No inline
 //! script or style: the Content-Security-Policy allows only `/console/assets/*`.
 
-use crate::store::dashboard::day_label;
-use crate::store::{ConsoleSession, Figures, QueueItem, RequestRow, ReviewRecord};
+use crate::store::{ConsoleSession, Figures, QueueItem, RequestRow, ReviewRecord, SignIn};
 use careflow_core::Disposition;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
@@ -12,11 +11,9 @@ use serde_json::Value;
 const CLINICIAN_NOTE: &str = "careflow supports clinicians: every disposition here is a \
 proposal for a clinician's judgement, not a diagnosis.";
 
-/// `YYYY-MM-DD HH:MM` UTC.
+/// `YYYY-MM-DD HH:MM UTC`.
 pub fn when(ms: i64) -> String {
-    let day = ms.div_euclid(86_400_000);
-    let rest = ms.rem_euclid(86_400_000) / 60_000;
-    format!("{} {:02}:{:02} UTC", day_label(day), rest / 60, rest % 60)
+    format!("{} UTC", careflow_core::time::utc_minute(ms))
 }
 
 fn href(url: &str) -> Option<&str> {
@@ -338,7 +335,11 @@ fn source(url: &str) -> Markup {
     }
 }
 
-pub fn audit(rows: &[(ReviewRecord, String)], session: &ConsoleSession) -> Markup {
+pub fn audit(
+    rows: &[(ReviewRecord, String)],
+    sign_ins: &[SignIn],
+    session: &ConsoleSession,
+) -> Markup {
     layout(
         "Audit",
         Some(session),
@@ -361,6 +362,19 @@ pub fn audit(rows: &[(ReviewRecord, String)], session: &ConsoleSession) -> Marku
                         }
                     } }
                 }
+            }
+            h2 { "Sign-ins" }
+            table #sign-ins {
+                thead { tr { th { "Signed in" } th { "Key" } th { "Role" } th { "Ended" } th { "Expires" } } }
+                tbody { @for s in sign_ins {
+                    tr {
+                        td { (when(s.created_at_ms)) }
+                        td { (s.key_name) " " code { (s.api_key_id) } }
+                        td { (s.role) }
+                        td { @if let Some(e) = s.ended_at_ms { (when(e)) } @else { "—" } }
+                        td { (when(s.expires_at_ms)) }
+                    }
+                } }
             }
         },
     )
