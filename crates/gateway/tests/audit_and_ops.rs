@@ -156,3 +156,97 @@ async fn health_readiness_and_the_openapi_document() {
         assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
     }
 }
+
+/// The ending of a request is stored once: a `done` after an `error` (its deadline) writes
+/// nothing — no audit row, no step rows, no message — and a `done` first writes all of them
+/// (SQLite takes the one-round-trip path for it).
+#[tokio::test]
+async fn the_first_ending_wins_and_a_done_writes_its_rows_together() {
+    use careflow_gateway::store::{AuditRecord, Ending, NewRequest, StepFigures};
+    let dir = tempfile::tempdir().unwrap();
+    let store = careflow_gateway::Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("g.db").display()
+    ))
+    .await
+    .unwrap();
+    let new = |id: &str| NewRequest {
+        request_id: id.into(),
+        api_key_id: "k".into(),
+        patient_id: Some(3),
+        idempotency_key: None,
+        message_sha256: "ab".repeat(32),
+    };
+    let done = |id: &str| Ending::Done {
+        outcome_json: r#"{"disposition":"routine","route":{"decided_by":"human_review"}}"#.into(),
+        audit: Box::new(AuditRecord {
+            request_id: id.into(),
+            api_key_id: "k".into(),
+            role: "portal".into(),
+            patient_id: Some(3),
+            message_sha256: "ab".repeat(32),
+            workflow: "triage".into(),
+            disposition: "routine".into(),
+            decision: "escalate".into(),
+            decided_by: "human_review".into(),
+            escalated: true,
+            rules_fired: "[]".into(),
+            tiers: "[\"small\"]".into(),
+            models: "[]".into(),
+            cost_usd: 0.001,
+            steps: vec![
+                StepFigures {
+                    step: "plan".into(),
+                    tier: "small".into(),
+                    millis: 12.0,
+                    submitted: 10,
+                    computed: 4,
+                    reused: 6,
+                    generated: 3,
+                    cost_usd: 0.0005,
+                };
+                2
+            ],
+        }),
+        message: Some("it's O'Brien; DROP TABLE x; --".into()),
+    };
+    for id in ["late", "first"] {
+        assert!(store.accept(&new(id)).await.unwrap());
+    }
+    let deadline = Ending::Error {
+        kind: "deadline".into(),
+        message: "past its deadline".into(),
+    };
+    assert!(store.finish("late", &deadline).await.unwrap());
+    assert!(
+        !store.finish("late", &done("late")).await.unwrap(),
+        "the deadline ended it"
+    );
+    assert!(store.audit("late").await.unwrap().is_empty());
+    assert_eq!(store.message("late").await.unwrap(), None);
+    assert_eq!(
+        store.request("late").await.unwrap().unwrap().status,
+        "error"
+    );
+
+    assert!(store.finish("first", &done("first")).await.unwrap());
+    assert!(
+        !store.finish("first", &done("first")).await.unwrap(),
+        "once"
+    );
+    assert_eq!(store.audit("first").await.unwrap().len(), 1);
+    assert_eq!(
+        store.message("first").await.unwrap().as_deref(),
+        Some("it's O'Brien; DROP TABLE x; --")
+    );
+    let price = |_: &careflow_core::TokenUsage| 0.0;
+    let f = store
+        .figures(1, careflow_ledger::now_ms(), &price)
+        .await
+        .unwrap();
+    assert_eq!((f.computed, f.reused, f.decisions), (8, 12, 1));
+    assert_eq!(f.steps[0].count, 2);
+    // The connection is usable after all this (no transaction left open).
+    assert!(store.accept(&new("after")).await.unwrap());
+    store.close().await;
+}
