@@ -151,6 +151,12 @@ impl Keys {
                     "expected Authorization: Bearer <key>",
                 )
             })?;
+        self.verify(token).await
+    }
+
+    /// The principal of a key's secret as issued (`cfk_…`), e.g. typed into the console's
+    /// sign-in form.
+    pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let (id, secret) = token
             .strip_prefix(KEY_PREFIX)
             .and_then(|rest| rest.split_once('.'))

@@ -139,8 +139,7 @@ async fn end(
         Ok(outcome) => match serde_json::to_string(&outcome) {
             Ok(json) => {
                 // Data minimisation: the text is kept only where a clinician will read it.
-                let for_review =
-                    crate::routes::portal_view::needs_review(Some(&outcome.route.decided_by));
+                let for_review = crate::store::needs_review(&outcome.route.decided_by);
                 let ending = Ending::Done {
                     outcome_json: json.clone(),
                     audit: Box::new(audit_record(a, &outcome)),

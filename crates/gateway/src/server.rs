@@ -20,6 +20,11 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 pub fn router(state: AppState) -> Router {
+    let console = if state.settings.console.enabled {
+        routes::console::router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/v1/triage", post(routes::triage::post))
         .route("/v1/triage/{id}", get(routes::triage::get))
@@ -39,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))
         .route("/openapi.json", get(routes::ops::openapi))
-        .merge(routes::console::router())
+        .merge(console)
         // `route_layer`: runs after routing, so the matched pattern labels the metric.
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.settings.body_limit_bytes))

@@ -931,4 +931,4 @@ mod finish_sqlite;
 mod reviews;
 pub use console::{ConsoleSession, ReviewedCase, SignIn};
 pub use dashboard::{DayFigures, Figures, StepLatency};
-pub use reviews::{QueueItem, ReviewAction, ReviewRecord, ReviewRefused};
+pub use reviews::{needs_review, QueueItem, ReviewAction, ReviewRecord, ReviewRefused};

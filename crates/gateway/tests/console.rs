@@ -5,73 +5,10 @@
 
 mod common;
 
-use async_trait::async_trait;
-use careflow_core::{Disposition, TokenUsage};
-use careflow_gateway::{GatewayError, NoopService, ServiceInfo, TriageJob, TriageService};
-use careflow_workflow::{StepReport, TriageOutcome};
+use careflow_core::Disposition;
+use common::Scripted;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// "unsure…" → human review (routine), "urgent…" → human review with an urgent floor,
-/// anything else → the small model decided. Every outcome has two steps with tokens.
-struct Scripted;
-
-#[async_trait]
-impl TriageService for Scripted {
-    async fn triage(&self, job: TriageJob) -> Result<TriageOutcome, GatewayError> {
-        let mut o = NoopService::outcome(&job);
-        let text = job.message.as_str().to_string();
-        let (d, by, floor) = if text.starts_with("urgent") {
-            (
-                Disposition::UrgentSameDay,
-                "human_review",
-                Some(Disposition::UrgentSameDay),
-            )
-        } else if text.starts_with("unsure") || text.contains("<script>") {
-            (Disposition::Routine, "human_review", None)
-        } else {
-            (Disposition::SelfCare, "small", None)
-        };
-        o.disposition = d;
-        o.floor = floor;
-        o.route.decided_by = by.into();
-        o.route.escalated = by != "small";
-        o.patient_reply = "Drafted answer for the patient.".into();
-        o.steps = ["plan", "analyze"]
-            .iter()
-            .enumerate()
-            .map(|(i, step)| StepReport {
-                step: step.to_string(),
-                kind: step.to_string(),
-                tier: "small".into(),
-                price_key: None,
-                model: "noop".into(),
-                adapter: None,
-                usage: TokenUsage {
-                    submitted: 500,
-                    computed: 100 + 50 * i as u64,
-                    reused: 400 - 50 * i as u64,
-                    generated: 20,
-                    micros: 0,
-                },
-                cost_usd: 0.0001,
-                attempts: 1,
-                millis: 10.0 + 10.0 * i as f64,
-                prompt: None,
-                output: Value::Null,
-            })
-            .collect();
-        o.totals = o.steps.iter().fold(TokenUsage::default(), |mut t, s| {
-            t += s.usage;
-            t
-        });
-        o.cost_usd = 0.0002;
-        Ok(o)
-    }
-    fn info(&self) -> ServiceInfo {
-        NoopService::new().info()
-    }
-}
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -711,4 +648,30 @@ async fn dashboard_agrees_with_metrics(mut s: common::Server) {
     assert!(page.contains("<script id=\"figures\" type=\"application/json\">"));
     s.shutdown().await.unwrap();
     s.store.close().await;
+}
+
+#[tokio::test]
+async fn sign_in_attempts_are_throttled_before_the_key_is_checked() {
+    let s = common::start(Arc::new(Scripted), |c| {
+        c.rate_limit.per_key_per_second = 0.1;
+        c.rate_limit.burst = 3;
+    })
+    .await;
+    let attempt = |key: String| {
+        no_redirects()
+            .post(s.url("/console/login"))
+            .form(&[("api_key", key)])
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            attempt("cfk_wrong.guess".into()).await.unwrap().status(),
+            401
+        );
+    }
+    // The bucket is spent: even the right key waits, told how long.
+    let r = attempt(s.clinician.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.headers().get("set-cookie").is_none());
 }

@@ -4,45 +4,9 @@
 
 mod common;
 
-use async_trait::async_trait;
-use careflow_core::Disposition;
-use careflow_gateway::{GatewayError, NoopService, ServiceInfo, TriageJob, TriageService};
-use careflow_workflow::TriageOutcome;
+use common::Scripted;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// Outcomes by message: "urgent…" → human review of an urgent case (a rule's floor),
-/// "unsure…" → human review of a routine case, "frontier…" → decided by the frontier tier,
-/// anything else → the small model decided.
-struct Scripted;
-
-#[async_trait]
-impl TriageService for Scripted {
-    async fn triage(&self, job: TriageJob) -> Result<TriageOutcome, GatewayError> {
-        let mut o = NoopService::outcome(&job);
-        let text = job.message.as_str().to_string();
-        let (disposition, by, floor) = if text.starts_with("urgent") {
-            (
-                Disposition::UrgentSameDay,
-                "human_review",
-                Some(Disposition::UrgentSameDay),
-            )
-        } else if text.starts_with("unsure") {
-            (Disposition::Routine, "human_review", None)
-        } else if text.starts_with("frontier") {
-            (Disposition::SelfCare, "frontier", None)
-        } else {
-            (Disposition::Routine, "small", None)
-        };
-        o.disposition = disposition;
-        o.floor = floor;
-        o.route.decided_by = by.into();
-        Ok(o)
-    }
-    fn info(&self) -> ServiceInfo {
-        NoopService::new().info()
-    }
-}
 
 async fn post_review(s: &common::Server, key: &str, id: &str, body: &Value) -> reqwest::Response {
     s.client

@@ -175,7 +175,8 @@ impl Browser {
                 .await
                 .expect("webdriver answers");
             if r.status().is_success() {
-                let v: Value = r.json_value().await;
+                let v: Value = serde_json::from_str(&r.text().await.unwrap_or_default())
+                    .unwrap_or(Value::Null);
                 return Element(v["value"][ELEMENT].as_str().unwrap().to_string());
             }
             assert!(
@@ -245,15 +246,5 @@ impl Browser {
 
     pub async fn quit(self) {
         let _ = self.http.delete(&self.base).send().await;
-    }
-}
-
-trait JsonValue {
-    async fn json_value(self) -> Value;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> Value {
-        serde_json::from_str(&self.text().await.unwrap_or_default()).unwrap_or(Value::Null)
     }
 }

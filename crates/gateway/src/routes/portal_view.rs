@@ -11,16 +11,11 @@
 //! override, an answer for the clinician's disposition. A clinician's decision applies to any
 //! case, also one the workflow had settled.
 
-use crate::store::{RequestRow, ReviewRecord};
+use crate::store::{needs_review, RequestRow, ReviewRecord};
 use careflow_core::Disposition;
 use careflow_workflow::prompts::SAFETY_NET;
 use careflow_workflow::TriageOutcome;
 use serde_json::{json, Value};
-
-/// Whether a decision waits for a clinician before the patient sees it.
-pub fn needs_review(decided_by: Option<&str>) -> bool {
-    matches!(decided_by, Some("human_review" | "frontier"))
-}
 
 /// The parts of a decided outcome the portal view is made of.
 pub struct Decided<'a> {
@@ -120,7 +115,7 @@ pub fn view(
             Some(d.patient_reply.to_string()),
             None,
         ),
-        None if needs_review(Some(d.decided_by)) => (
+        None if needs_review(d.decided_by) => (
             "held_for_review",
             d.disposition,
             d.decided_by,

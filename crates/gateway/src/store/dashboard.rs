@@ -2,6 +2,7 @@
 //! `audit_log`, `triage_steps` and `reviews` (the same events the Prometheus counters count,
 //! but kept across restarts and per day).
 
+use super::reviews::{needs_review, QUEUED_CASES};
 use super::{Pool, Store};
 use crate::GatewayError;
 use careflow_core::time::DAY_MS;
@@ -144,7 +145,7 @@ impl Store {
             if was_escalated {
                 escalated += count;
             }
-            if matches!(decided_by.as_str(), "human_review" | "frontier") {
+            if needs_review(&decided_by) {
                 needs_clinician += count;
             }
             if let Some(f) = per_day.get_mut(&d) {
@@ -227,12 +228,7 @@ impl Store {
         });
         figures.reviews = reviews.into_iter().map(|(a, c)| (a, n(c))).collect();
         let pending: (i64,) = on_backend!(&self.pool, p => {
-            sqlx::query_as(
-                "SELECT COUNT(*) FROM audit_log a JOIN triage_requests r \
-                 ON r.request_id = a.request_id LEFT JOIN reviews v ON v.request_id = a.request_id \
-                 WHERE a.decided_by IN ('human_review', 'frontier') AND r.status = 'done' \
-                 AND v.request_id IS NULL",
-            )
+            sqlx::query_as(&format!("SELECT COUNT(*) {QUEUED_CASES}"))
             .fetch_one(p)
             .await
             .map_err(GatewayError::db(ctx))?

@@ -115,19 +115,33 @@ pub(super) fn review_row(t: ReviewTuple) -> ReviewRecord {
 const REVIEW_COLUMNS: &str =
     "request_id, reviewer_key_id, action, disposition, previous, reason, at_ms";
 
+/// Whether a decision needs a clinician: the workflow sent it to human review, or the
+/// frontier tier decided it after an escalation. The one definition: the queue, the
+/// dashboard, the portal's hold and which messages are kept all ask it (the SQL below says
+/// the same for the queries).
+pub fn needs_review(decided_by: &str) -> bool {
+    matches!(decided_by, "human_review" | "frontier")
+}
+
+/// The done, unreviewed cases that need a clinician (`a`: their audit rows, `r`: requests).
+pub(super) const QUEUED_CASES: &str = "FROM audit_log a \
+     JOIN triage_requests r ON r.request_id = a.request_id \
+     LEFT JOIN reviews v ON v.request_id = a.request_id \
+     WHERE a.decided_by IN ('human_review', 'frontier') AND r.status = 'done' \
+     AND v.request_id IS NULL";
+
 impl Store {
     /// The cases waiting for a clinician, most urgent first, then oldest first.
     pub async fn review_queue(&self, limit: usize) -> Result<Vec<QueueItem>, GatewayError> {
         // The audit row says who decided, so only the queued cases' outcomes are parsed
         // (for the floor).
-        let sql = "SELECT r.request_id, r.patient_id, r.created_at_ms, a.decided_by, r.outcome \
-                   FROM audit_log a JOIN triage_requests r ON r.request_id = a.request_id \
-                   LEFT JOIN reviews v ON v.request_id = a.request_id \
-                   WHERE a.decided_by IN ('human_review', 'frontier') AND r.status = 'done' \
-                   AND v.request_id IS NULL ORDER BY r.created_at_ms, r.request_id";
+        let sql = format!(
+            "SELECT r.request_id, r.patient_id, r.created_at_ms, a.decided_by, r.outcome \
+             {QUEUED_CASES} ORDER BY r.created_at_ms, r.request_id"
+        );
         type Row = (String, Option<i64>, i64, String, Option<String>);
         let rows: Vec<Row> = on_backend!(&self.pool, p => {
-            sqlx::query_as(sql)
+            sqlx::query_as(&sql)
                 .fetch_all(p)
                 .await
                 .map_err(GatewayError::db("reading the review queue"))?

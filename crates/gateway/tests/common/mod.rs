@@ -2,11 +2,14 @@
 //! (portal, clinician, admin), and an Ed25519 issuer that signs patient tokens.
 #![allow(dead_code)]
 
+use async_trait::async_trait;
 use base64::Engine as _;
+use careflow_core::{Disposition, TokenUsage};
 use careflow_gateway::{
-    create_key, AppState, GatewayConfig, GatewayError, JwtAlgorithm, JwtConfig, Role, Store,
-    TriageService,
+    create_key, AppState, GatewayConfig, GatewayError, JwtAlgorithm, JwtConfig, NoopService, Role,
+    ServiceInfo, Store, TriageJob, TriageService,
 };
+use careflow_workflow::{StepReport, TriageOutcome};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::KeyPair;
 use serde_json::{json, Value};
@@ -258,4 +261,70 @@ pub async fn drop_postgres(db_url: &str) {
         .execute(format!("DROP DATABASE IF EXISTS {database}").as_str())
         .await
         .unwrap();
+}
+
+/// A workflow stand-in whose outcome follows the message: "urgent…" → human review of an
+/// urgent case (a rule's floor), "unsure…" or one holding `<script>` → human review of a
+/// routine case, "frontier…" → self-care decided by the frontier tier, anything else →
+/// self-care decided by the small model. Every outcome has a drafted reply and two steps with
+/// tokens (the dashboard's figures).
+pub struct Scripted;
+
+#[async_trait]
+impl TriageService for Scripted {
+    async fn triage(&self, job: TriageJob) -> Result<TriageOutcome, GatewayError> {
+        let mut o = NoopService::outcome(&job);
+        let text = job.message.as_str().to_string();
+        let (d, by, floor) = if text.starts_with("urgent") {
+            (
+                Disposition::UrgentSameDay,
+                "human_review",
+                Some(Disposition::UrgentSameDay),
+            )
+        } else if text.starts_with("unsure") || text.contains("<script>") {
+            (Disposition::Routine, "human_review", None)
+        } else if text.starts_with("frontier") {
+            (Disposition::SelfCare, "frontier", None)
+        } else {
+            (Disposition::SelfCare, "small", None)
+        };
+        o.disposition = d;
+        o.floor = floor;
+        o.route.decided_by = by.into();
+        o.route.escalated = by != "small";
+        o.patient_reply = "Drafted answer for the patient.".into();
+        o.steps = ["plan", "analyze"]
+            .iter()
+            .enumerate()
+            .map(|(i, step)| StepReport {
+                step: step.to_string(),
+                kind: step.to_string(),
+                tier: "small".into(),
+                price_key: None,
+                model: "noop".into(),
+                adapter: None,
+                usage: TokenUsage {
+                    submitted: 500,
+                    computed: 100 + 50 * i as u64,
+                    reused: 400 - 50 * i as u64,
+                    generated: 20,
+                    micros: 0,
+                },
+                cost_usd: 0.0001,
+                attempts: 1,
+                millis: 10.0 + 10.0 * i as f64,
+                prompt: None,
+                output: Value::Null,
+            })
+            .collect();
+        o.totals = o.steps.iter().fold(TokenUsage::default(), |mut t, s| {
+            t += s.usage;
+            t
+        });
+        o.cost_usd = 0.0002;
+        Ok(o)
+    }
+    fn info(&self) -> ServiceInfo {
+        NoopService::new().info()
+    }
 }

@@ -11,7 +11,8 @@
 //!   `/console/dashboard.json`: the figures;
 //! - `GET /console/assets/{console.js,console.css}`.
 //!
-//! URLs carry request ids (random hex) only, never patient data.
+//! URLs carry request ids (random hex) only, never patient data. With
+//! `gateway.console.enabled = false` these routes are not mounted at all.
 
 pub mod pages;
 pub mod session;
@@ -59,39 +60,17 @@ fn page(status: StatusCode, markup: Markup) -> Response {
     r
 }
 
-fn redirect(to: &'static str) -> Response {
+fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static(to));
-    harden(&mut r);
-    r
-}
-
-fn redirect_to(to: String) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(&to) {
+    if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     harden(&mut r);
     r
 }
 
-fn disabled() -> Response {
-    page(
-        StatusCode::NOT_FOUND,
-        pages::notice(
-            "Console disabled",
-            "This server does not serve the console (gateway.console.enabled = false).",
-            None,
-        ),
-    )
-}
-
 /// The signed-in clinician, or the response to send instead (sign-in page for a GET).
 async fn signed_in(st: &AppState, headers: &HeaderMap) -> Result<ConsoleSession, Response> {
-    if !st.settings.console.enabled {
-        return Err(disabled());
-    }
     match session::current(st, headers).await {
         Ok(Some(s)) => Ok(s),
         Ok(None) => Err(redirect("/console/login")),
@@ -106,9 +85,6 @@ async fn form_session(
     headers: &HeaderMap,
     csrf: Option<&str>,
 ) -> Result<ConsoleSession, Response> {
-    if !st.settings.console.enabled {
-        return Err(disabled());
-    }
     if foreign_origin(headers) {
         return Err(page(
             StatusCode::FORBIDDEN,
@@ -157,9 +133,6 @@ fn error_page(e: ApiError) -> Response {
 }
 
 async fn login_page(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    if !st.settings.console.enabled {
-        return disabled();
-    }
     if let Ok(Some(_)) = session::current(&st, &headers).await {
         return redirect("/console");
     }
@@ -177,9 +150,6 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    if !st.settings.console.enabled {
-        return disabled();
-    }
     if foreign_origin(&headers) {
         return page(
             StatusCode::FORBIDDEN,
@@ -206,7 +176,7 @@ async fn login(
             pages::login(Some("api_key: enter your API key.")),
         );
     }
-    let principal = match st.keys.authenticate(Some(&format!("Bearer {key}"))).await {
+    let principal = match st.keys.verify(key).await {
         Ok(p) => p,
         Err(ApiError::Internal(e)) => return error_page(ApiError::Internal(e)),
         Err(_) => {
@@ -255,9 +225,6 @@ async fn logout(
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    if !st.settings.console.enabled {
-        return disabled();
-    }
     let signed_out = || {
         let mut r = redirect("/console/login");
         r.headers_mut()
@@ -432,7 +399,7 @@ async fn decide(
                 .with_label_values(&[action.label()])
                 .inc();
             tracing::info!(request_id = %id, key_id = %s.api_key_id, action = action.label(), disposition = %record.disposition, "case reviewed in the console");
-            redirect_to(format!("/console/case/{id}"))
+            redirect(&format!("/console/case/{id}"))
         }
         Err(ReviewRefused::NotFound) => case_page(&st, &s, &id, StatusCode::NOT_FOUND, None).await,
         Err(ReviewRefused::NotDone(why)) => {
