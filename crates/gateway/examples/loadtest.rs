@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p careflow-gateway --example loadtest -- --noop [--requests N]
-//!     [--concurrency C] [--rate R] [--json]
+//!     [--concurrency C] [--rate R] [--idempotency-keys] [--json]
 //! cargo run --release -p careflow-gateway --example loadtest -- [--requests 8] [--concurrency 2]
 //! ```
 //!
@@ -11,7 +11,10 @@
 //! the service directly (no HTTP, no auth, no database), then through the gateway (API key,
 //! patient token, validation, queue, `accepted` + `done` + audit rows in SQLite), in the
 //! same run, and the difference is the gateway's own overhead. `--rate` paces the senders
-//! to a target request rate (default: as fast as the connections go). `--database URL`
+//! to a target request rate (default: as fast as the connections go). `--idempotency-keys`
+//! sends each request with an `Idempotency-Key` of its own, as a portal that retries would
+//! (the gateway then looks the key up and waits for the `accepted` row before the work
+//! starts; without a key that row is committed alongside the ending). `--database URL`
 //! puts the gateway's tables elsewhere (default: a SQLite file in a temporary directory).
 //! Without `--noop`: the full workflow on the default model (no records: no patient).
 
@@ -34,6 +37,7 @@ struct Args {
     rate: Option<f64>,
     json: bool,
     database: Option<String>,
+    idempotency_keys: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -44,6 +48,7 @@ fn args() -> Result<Args, String> {
         rate: None,
         json: false,
         database: None,
+        idempotency_keys: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,6 +56,7 @@ fn args() -> Result<Args, String> {
         match flag.as_str() {
             "--noop" => a.noop = true,
             "--json" => a.json = true,
+            "--idempotency-keys" => a.idempotency_keys = true,
             "--requests" => {
                 a.requests = value("--requests")?
                     .parse()
@@ -112,10 +118,12 @@ fn stats(mut lat: Vec<f64>, errors: usize, seconds: f64) -> Stats {
     }
 }
 
-/// Sends `n` requests over `c` connections (paced to `rate` in total, if given).
+/// Sends `n` requests over `c` connections (paced to `rate` in total, if given), each with
+/// an idempotency key of its own (`keys`, a prefix unique to the run) when asked.
 async fn drive(
     addr: std::net::SocketAddr,
     headers: Vec<(&'static str, String)>,
+    keys: Option<&'static str>,
     n: usize,
     c: usize,
     rate: Option<f64>,
@@ -151,6 +159,9 @@ async fn drive(
                 let mut req = hyper::Request::post("/v1/triage").header("host", "127.0.0.1");
                 for (k, v) in &headers {
                     req = req.header(*k, v);
+                }
+                if let Some(prefix) = keys {
+                    req = req.header("idempotency-key", format!("{prefix}-{i}"));
                 }
                 let req = req
                     .body(Full::new(Bytes::from(body)))
@@ -337,9 +348,11 @@ fn real_main() -> Result<(), String> {
     };
     // Warm-up: connections, caches, the SQLite file.
     let warm = a.requests.min(if a.noop { 500 } else { 1 });
+    let keys = |run: &'static str| a.idempotency_keys.then_some(run);
     client_rt.block_on(drive(
         addr,
         headers.clone(),
+        keys("warm-up"),
         warm,
         a.concurrency.min(warm),
         None,
@@ -349,7 +362,14 @@ fn real_main() -> Result<(), String> {
     } else {
         None
     };
-    let http = client_rt.block_on(drive(addr, headers, a.requests, a.concurrency, a.rate))?;
+    let http = client_rt.block_on(drive(
+        addr,
+        headers,
+        keys("run"),
+        a.requests,
+        a.concurrency,
+        a.rate,
+    ))?;
     let _ = shutdown.send(());
 
     let report = json!({
@@ -358,6 +378,7 @@ fn real_main() -> Result<(), String> {
         "requests": a.requests,
         "concurrency": a.concurrency,
         "target_rate": a.rate,
+        "idempotency_keys": a.idempotency_keys,
         "http": http,
         "direct": direct_stats,
         "added_ms": direct_stats.as_ref().map(|d| json!({
@@ -375,13 +396,18 @@ fn real_main() -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "gateway load test ({} service, model {model}): {} requests, {} connections{}",
+        "gateway load test ({} service, model {model}): {} requests, {} connections{}{}",
         if a.noop { "no-op" } else { "workflow" },
         a.requests,
         a.concurrency,
         a.rate
             .map(|r| format!(", paced to {r:.0}/s"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if a.idempotency_keys {
+            ", an idempotency key each"
+        } else {
+            ""
+        }
     );
     println!(
         "  through HTTP:   {:>9.2} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",

@@ -27,6 +27,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,11 +72,20 @@ const SQLITE_SCHEMA: &[&str] = &[
         error_kind TEXT NULL,
         error TEXT NULL
     )",
-    "CREATE UNIQUE INDEX IF NOT EXISTS triage_requests_idempotency
-        ON triage_requests (api_key_id, idempotency_key)",
-    "CREATE INDEX IF NOT EXISTS triage_requests_status ON triage_requests (status, created_at_ms)",
+    // Every page a commit changes is written to the WAL again (4 KB), and the checkpoint that
+    // copies the WAL back is what stalls the request path: partial indexes leave alone the
+    // requests they do not concern (no idempotency key; no longer open). They replace the
+    // full indexes of earlier versions, dropped here.
+    "CREATE UNIQUE INDEX IF NOT EXISTS triage_requests_idempotency_key
+        ON triage_requests (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "DROP INDEX IF EXISTS triage_requests_idempotency",
+    "CREATE INDEX IF NOT EXISTS triage_requests_open ON triage_requests (created_at_ms)
+        WHERE status = 'accepted'",
+    "DROP INDEX IF EXISTS triage_requests_status",
+    // Not AUTOINCREMENT (as in earlier versions), whose counter row is one more page per
+    // commit: rows are never deleted (the triggers below), so no id is ever reused anyway.
     "CREATE TABLE IF NOT EXISTS audit_log (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id INTEGER PRIMARY KEY,
         at_ms BIGINT NOT NULL,
         request_id TEXT NOT NULL,
         api_key_id TEXT NOT NULL,
@@ -371,6 +382,21 @@ type AuditTuple = (
     f64,
 );
 
+fn writer_gone() -> GatewayError {
+    GatewayError::Service("the database writer has stopped".into())
+}
+
+/// A write queued to the writer task.
+#[derive(Debug)]
+pub struct QueuedWrite(oneshot::Receiver<Result<bool, GatewayError>>);
+
+impl QueuedWrite {
+    /// Waits for the write's commit: whether it changed a row.
+    pub async fn applied(self) -> Result<bool, GatewayError> {
+        self.0.await.map_err(|_| writer_gone())?
+    }
+}
+
 /// A handle on the gateway's tables (cheap to clone: it wraps a connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -426,12 +452,12 @@ impl Store {
                 // request in that group; `checkpoint_loop` does it in the background instead.
                 .pragma("wal_autocheckpoint", "0");
             // SQLite has one writer, and the request path's writes all go through the writer
-            // task: two connections, one for it and one for reads (WAL lets them overlap),
-            // keep SQLite's busy handler, whose sleeps would dominate the latency, for the
-            // rare key writes.
+            // task, which keeps a connection of its own (see `write_loop`); two more serve
+            // reads (WAL lets them overlap) and the rare key writes, for which SQLite's busy
+            // handler, whose sleeps would dominate the request path's latency, is kept.
             Pool::Sqlite(
                 SqlitePoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(3)
                     .min_connections(1)
                     .connect_with(opts)
                     .await
@@ -456,12 +482,15 @@ impl Store {
         // commit per write made the WAL writes of SQLite the gateway's bottleneck. One
         // writer task takes what has queued up and commits it in one transaction.
         let (writer, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(write_loop(pool.clone(), rx));
-        if let Pool::Sqlite(p) = &pool {
-            if !url.contains(":memory:") {
-                tokio::spawn(checkpoint_loop(p.clone()));
+        let sqlite_writer = match &pool {
+            Pool::Sqlite(p) if !url.contains(":memory:") => {
+                let upkeep = Arc::new(WalUpkeep::default());
+                tokio::spawn(checkpoint_loop(p.clone(), upkeep.clone()));
+                Some(SqliteWriter { held: None, upkeep })
             }
-        }
+            _ => None,
+        };
+        tokio::spawn(write_loop(pool.clone(), rx, sqlite_writer));
         let store = Store { pool, writer };
         store.create_schema().await?;
         Ok(store)
@@ -586,10 +615,22 @@ impl Store {
     }
 
     async fn write(&self, w: Write) -> Result<bool, GatewayError> {
-        let gone = || GatewayError::Service("the database writer has stopped".into());
+        self.queue_write(w).await?.applied().await
+    }
+
+    /// Queues a write without waiting for it: writes are applied in the order they are
+    /// queued, so a later write of the same request (its ending) is applied after it.
+    async fn queue_write(&self, w: Write) -> Result<QueuedWrite, GatewayError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send((w, tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.writer.send((w, tx)).await.map_err(|_| writer_gone())?;
+        Ok(QueuedWrite(rx))
+    }
+
+    /// Queues a request's `accepted` row without waiting for its commit, for a request with
+    /// no idempotency key (nothing to find out before its work starts). Its ending, queued
+    /// later, is committed with it or after it; see [`QueuedWrite::applied`].
+    pub async fn accept_queued(&self, r: &NewRequest) -> Result<QueuedWrite, GatewayError> {
+        self.queue_write(Write::Accept(r.clone())).await
     }
 
     /// Stores a request as `accepted`; `false` when the key already used this idempotency
@@ -717,31 +758,117 @@ impl Store {
     }
 }
 
-/// The writer task: one transaction per batch of queued writes. If a batch fails, its
-/// writes are retried one transaction each, so one bad write fails alone.
-/// Moves the WAL's pages into the database file every half second, without blocking writers
-/// (PASSIVE), until the pool is closed.
-async fn checkpoint_loop(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+/// How the background checkpoints and the writer share the WAL's upkeep (SQLite files).
+///
+/// A PASSIVE checkpoint copies the WAL's pages into the database file without blocking the
+/// writer, but it never lets the WAL start over while writes go on (a restart needs every
+/// frame copied, and frames keep coming): under steady load the WAL grew ~80 MB/s at 5,000
+/// requests/s, without end. So the background loop reports the WAL's length, and past
+/// [`WAL_RESTART_FRAMES`] the writer checkpoints itself between two groups — nothing is
+/// written meanwhile, so that checkpoint finishes the WAL and the next commit starts it
+/// again from its beginning. That stops the writer for up to ~25 ms (the copy and two
+/// `fsync`s; the load test's max latency at 5,000 requests/s), once per 256 MB of WAL, about
+/// every 4 s at that rate.
+#[derive(Debug, Default)]
+struct WalUpkeep {
+    /// The WAL's length in frames at the last background checkpoint.
+    frames: AtomicU64,
+}
+
+/// 65,536 frames of 4 KB: 256 MB of WAL.
+const WAL_RESTART_FRAMES: u64 = 65_536;
+
+/// How often the background checkpoint runs. Each copies what came since the one before,
+/// and its cost grows with that (at 5,000 requests/s: ~30 ms of copying and two `fsync`s
+/// every 500 ms, the gateway's p99 up from ~1.5 ms to ~5 ms; every 100 ms, ~2 ms).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Moves the WAL's pages into the database file (PASSIVE: without blocking the writer) and
+/// reports the WAL's length to the writer, until the pool is closed.
+async fn checkpoint_loop(pool: SqlitePool, upkeep: Arc<WalUpkeep>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+        // (busy, frames in the WAL, frames copied)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
             .await
         {
-            if pool.is_closed() {
-                return;
+            Ok((_, frames, _)) => upkeep.frames.store(frames.max(0) as u64, Ordering::Relaxed),
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "WAL checkpoint failed");
             }
-            tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
 
-async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<(Write, WriteReply)>) {
+/// The writer's connection on a SQLite file, kept from one group to the next: taking any
+/// idle connection of the pool each time made every switch between two connections cost a
+/// re-read of the pages the other had written (`pread` and page-cache truncation, 10% of
+/// the writer thread at 5,000 requests/s).
+struct SqliteWriter {
+    held: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+    upkeep: Arc<WalUpkeep>,
+}
+
+impl SqliteWriter {
+    /// Applies a group in one query (see [`batch_sqlite`]); `None`: not one for that path.
+    async fn apply(
+        &mut self,
+        pool: &SqlitePool,
+        writes: &[&Write],
+        now: i64,
+    ) -> Option<Result<Vec<bool>, GatewayError>> {
+        let conn = match self.held.take() {
+            Some(c) => Ok(c),
+            None => pool.acquire().await,
+        };
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) => return Some(Err(GatewayError::db("writing requests")(e))),
+        };
+        let r = batch_sqlite::apply(&mut conn, writes, now).await;
+        // A connection that failed a group is given back (the pool checks it).
+        if matches!(r, Some(Ok(_))) {
+            self.held = Some(conn);
+        }
+        r
+    }
+
+    /// Between two groups: finishes the WAL when it has grown past its bound.
+    async fn upkeep(&mut self) {
+        if self.upkeep.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
+            return;
+        }
+        let Some(conn) = self.held.as_mut() else {
+            return;
+        };
+        self.upkeep.frames.store(0, Ordering::Relaxed);
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut **conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint by the writer failed");
+        }
+    }
+}
+
+/// The writer task: one transaction per group of queued writes. If a group fails, its
+/// writes are retried one transaction each, so one bad write fails alone. `sqlite`: the
+/// writer's own connection on a SQLite file (an in-memory database has one connection,
+/// which the readers need too).
+async fn write_loop(
+    pool: Pool,
+    mut rx: mpsc::Receiver<(Write, WriteReply)>,
+    mut sqlite: Option<SqliteWriter>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -752,15 +879,30 @@ async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<(Write, WriteReply)>) {
             }
         }
         let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
-        match apply(&pool, &writes).await {
+        let now = now_ms();
+        let grouped = match (&pool, sqlite.as_mut()) {
+            (Pool::Sqlite(p), Some(w)) => w.apply(p, &writes, now).await,
+            (Pool::Sqlite(p), None) => match p.acquire().await {
+                Ok(mut conn) => batch_sqlite::apply(&mut conn, &writes, now).await,
+                Err(e) => Some(Err(GatewayError::db("writing requests")(e))),
+            },
+            (Pool::Postgres(_), _) => None,
+        };
+        let result = match grouped {
+            Some(r) => r,
+            None => apply(&pool, &writes, now).await,
+        };
+        match result {
             Ok(results) => {
                 for ((_, reply), r) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(r));
                 }
             }
-            Err(_) if batch.len() > 1 => {
+            // One bad write must not fail the others: each again, a transaction each, on
+            // the general path.
+            Err(_) if batch.len() > 1 || matches!(pool, Pool::Sqlite(_)) => {
                 for (w, reply) in batch.drain(..) {
-                    let r = apply(&pool, &[&w])
+                    let r = apply(&pool, &[&w], now_ms())
                         .await
                         .map(|v| v.first().copied().unwrap_or(false));
                     let _ = reply.send(r);
@@ -772,6 +914,9 @@ async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<(Write, WriteReply)>) {
                 }
             }
         }
+        if let Some(w) = sqlite.as_mut() {
+            w.upkeep().await;
+        }
     }
 }
 
@@ -779,16 +924,11 @@ const ACCEPT_SQL: &str = "INSERT INTO triage_requests (request_id, api_key_id, p
      idempotency_key, message_sha256, status, created_at_ms) \
      VALUES ($1, $2, $3, $4, $5, 'accepted', $6) ON CONFLICT DO NOTHING";
 
-/// Applies writes in one transaction; per write, whether it changed a row.
-async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError> {
+/// Applies writes in one transaction, a statement per row (PostgreSQL; on SQLite, what
+/// [`batch_sqlite`] leaves); per write, whether it changed a row.
+async fn apply(pool: &Pool, writes: &[&Write], now: i64) -> Result<Vec<bool>, GatewayError> {
     let ctx = "writing requests";
-    let now = now_ms();
     let mut results = Vec::with_capacity(writes.len());
-    if let (Pool::Sqlite(p), [Write::Finish(request_id, ending)]) = (pool, writes) {
-        if let Some(r) = finish_sqlite::finish_done(p, request_id, ending, now).await {
-            return r.map(|applied| vec![applied]);
-        }
-    }
     on_backend!(pool, p => {
         // One write of one statement needs no transaction of its own: one round trip to the
         // database instead of three (BEGIN, the statement, COMMIT).
@@ -925,9 +1065,9 @@ async fn apply(pool: &Pool, writes: &[&Write]) -> Result<Vec<bool>, GatewayError
     Ok(results)
 }
 
+mod batch_sqlite;
 mod console;
 mod dashboard;
-mod finish_sqlite;
 mod reviews;
 pub use console::{ConsoleSession, ReviewedCase, SignIn};
 pub use dashboard::{DayFigures, Figures, StepLatency};

@@ -157,27 +157,29 @@ async fn health_readiness_and_the_openapi_document() {
     }
 }
 
-/// The ending of a request is stored once: a `done` after an `error` (its deadline) writes
-/// nothing — no audit row, no step rows, no message — and a `done` first writes all of them
-/// (SQLite takes the one-round-trip path for it).
-#[tokio::test]
-async fn the_first_ending_wins_and_a_done_writes_its_rows_together() {
-    use careflow_gateway::store::{AuditRecord, Ending, NewRequest, StepFigures};
+/// A store on a SQLite file of its own (kept while the directory lives).
+async fn sqlite_store() -> (tempfile::TempDir, careflow_gateway::Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = careflow_gateway::Store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("g.db").display()
-    ))
-    .await
-    .unwrap();
-    let new = |id: &str| NewRequest {
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = careflow_gateway::Store::connect(&url).await.unwrap();
+    (dir, store)
+}
+
+/// A request as the store test accepts it.
+fn new_request(id: &str) -> careflow_gateway::store::NewRequest {
+    careflow_gateway::store::NewRequest {
         request_id: id.into(),
         api_key_id: "k".into(),
         patient_id: Some(3),
         idempotency_key: None,
         message_sha256: "ab".repeat(32),
-    };
-    let done = |id: &str| Ending::Done {
+    }
+}
+
+/// A `done` ending with two steps and the patient's text (a case for review).
+fn done(id: &str) -> careflow_gateway::store::Ending {
+    use careflow_gateway::store::{AuditRecord, Ending, StepFigures};
+    Ending::Done {
         outcome_json: r#"{"disposition":"routine","route":{"decided_by":"human_review"}}"#.into(),
         audit: Box::new(AuditRecord {
             request_id: id.into(),
@@ -209,9 +211,18 @@ async fn the_first_ending_wins_and_a_done_writes_its_rows_together() {
             ],
         }),
         message: Some("it's O'Brien; DROP TABLE x; --".into()),
-    };
+    }
+}
+
+/// The ending of a request is stored once: a `done` after an `error` (its deadline) writes
+/// nothing — no audit row, no step rows, no message — and a `done` first writes all of them
+/// (on SQLite, each a group of one in a single query).
+#[tokio::test]
+async fn the_first_ending_wins_and_a_done_writes_its_rows_together() {
+    use careflow_gateway::store::Ending;
+    let (_dir, store) = sqlite_store().await;
     for id in ["late", "first"] {
-        assert!(store.accept(&new(id)).await.unwrap());
+        assert!(store.accept(&new_request(id)).await.unwrap());
     }
     let deadline = Ending::Error {
         kind: "deadline".into(),
@@ -247,6 +258,80 @@ async fn the_first_ending_wins_and_a_done_writes_its_rows_together() {
     assert_eq!((f.computed, f.reused, f.decisions), (8, 12, 1));
     assert_eq!(f.steps[0].count, 2);
     // The connection is usable after all this (no transaction left open).
-    assert!(store.accept(&new("after")).await.unwrap());
+    assert!(store.accept(&new_request("after")).await.unwrap());
+    store.close().await;
+}
+
+/// Writes that queue up while the writer is busy are committed as one group (on SQLite, one
+/// query for the lot), and each still gets its own answer: of two endings of a request only
+/// the first is stored, of two requests with one idempotency key only the first is
+/// accepted, a request's row and its ending may share a group, and a `done` writes its
+/// audit, step and message rows once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_committed_together_each_get_their_own_answer() {
+    use careflow_gateway::store::Ending;
+    let (_dir, store) = sqlite_store().await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("r{i:02}");
+            // The ending is queued without waiting for the row, as the gateway does.
+            let row = store.accept_queued(&new_request(&id)).await.unwrap();
+            let deadline = Ending::Error {
+                kind: "deadline".into(),
+                message: "past its deadline".into(),
+            };
+            let done = done(&id);
+            let (a, b) = tokio::join!(store.finish(&id, &done), store.finish(&id, &deadline));
+            (id, row.applied().await.unwrap(), a.unwrap(), b.unwrap())
+        }));
+    }
+    let mut same_key = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        same_key.push(tokio::spawn(async move {
+            let mut r = new_request(&format!("k{i}"));
+            r.idempotency_key = Some("one-key".into());
+            store.accept(&r).await.unwrap()
+        }));
+    }
+    let mut dones = 0;
+    for t in tasks {
+        let (id, accepted, done_stored, error_stored) = t.await.unwrap();
+        assert!(accepted, "{id}");
+        assert!(
+            done_stored != error_stored,
+            "{id}: exactly one ending is stored"
+        );
+        let row = store.request(&id).await.unwrap().unwrap();
+        let audit = store.audit(&id).await.unwrap();
+        if done_stored {
+            dones += 1;
+            assert_eq!(row.status, "done", "{id}");
+            assert_eq!(audit.len(), 1, "{id}");
+            assert!(store.message(&id).await.unwrap().is_some(), "{id}");
+        } else {
+            assert_eq!(
+                (row.status.as_str(), row.error_kind.as_deref()),
+                ("error", Some("deadline")),
+                "{id}"
+            );
+            assert!(audit.is_empty(), "{id}");
+            assert_eq!(store.message(&id).await.unwrap(), None, "{id}");
+        }
+    }
+    let mut winners = 0;
+    for t in same_key {
+        winners += usize::from(t.await.unwrap());
+    }
+    assert_eq!(winners, 1, "one request per idempotency key");
+    let price = |_: &careflow_core::TokenUsage| 0.0;
+    let f = store
+        .figures(1, careflow_ledger::now_ms(), &price)
+        .await
+        .unwrap();
+    assert_eq!(f.decisions, dones);
+    assert_eq!(f.steps[0].count, 2 * dones, "two step rows per stored done");
     store.close().await;
 }

@@ -177,6 +177,55 @@ async fn a_retry_with_the_same_idempotency_key_runs_once() {
     assert_eq!(service.calls(), 2);
 }
 
+/// The gateway finds a retry by its `accepted` row's insert rather than by a read first, so
+/// a full queue is the one place it looks the key up: a retry of a stored request is answered
+/// from it even then, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_stored_request_is_answered_under_overload() {
+    let service = Arc::new(NoopService::with_delay(Duration::from_millis(400)));
+    let s = start(service.clone(), |c| {
+        c.workers = 1;
+        c.queue_depth = 1;
+    })
+    .await;
+    let first = s
+        .triage_raw(&s.admin, None, body("I twisted my ankle."), Some("k-1"))
+        .await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    // One runs and one waits: the queue is full.
+    let busy = futures_util::future::join_all(
+        (0..2).map(|i| s.triage_raw(&s.admin, None, body(&format!("cough {i}")), None)),
+    );
+    let retry = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let fresh = s
+            .triage_raw(&s.admin, None, body("A new question."), Some("k-2"))
+            .await;
+        let again = s
+            .triage_raw(&s.admin, None, body("I twisted my ankle."), Some("k-1"))
+            .await;
+        (fresh, again)
+    };
+    let (busy, (fresh, again)) = tokio::join!(busy, retry);
+    assert!(busy.iter().all(|r| r.status() == 200));
+    assert_eq!(fresh.status(), 429, "a new request is refused while full");
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["request_id"], first["request_id"]);
+    assert_eq!(service.calls(), 3);
+    let rejected = s
+        .store
+        .requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == "rejected")
+        .count();
+    assert_eq!(rejected, 1, "only the new request is on record as refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_requests_finish_and_stores_them() {
     let service = Arc::new(NoopService::with_delay(Duration::from_millis(600)));
