@@ -13,8 +13,8 @@
 //! same run, and the difference is the gateway's own overhead. `--rate` paces the senders
 //! to a target request rate (default: as fast as the connections go). `--idempotency-keys`
 //! sends each request with an `Idempotency-Key` of its own, as a portal that retries would
-//! (the gateway then looks the key up and waits for the `accepted` row before the work
-//! starts; without a key that row is committed alongside the ending). `--database URL`
+//! (the gateway then waits for the `accepted` row, whose insert tells a retry, before the
+//! work starts; without a key that row is committed alongside the ending). `--database URL`
 //! puts the gateway's tables elsewhere (default: a SQLite file in a temporary directory).
 //! Without `--noop`: the full workflow on the default model (no records: no patient).
 
@@ -38,6 +38,7 @@ struct Args {
     json: bool,
     database: Option<String>,
     idempotency_keys: bool,
+    ticks: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -49,6 +50,7 @@ fn args() -> Result<Args, String> {
         json: false,
         database: None,
         idempotency_keys: false,
+        ticks: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +59,11 @@ fn args() -> Result<Args, String> {
             "--noop" => a.noop = true,
             "--json" => a.json = true,
             "--idempotency-keys" => a.idempotency_keys = true,
+            "--pacing" => match value("--pacing")?.as_str() {
+                "even" => a.ticks = false,
+                "ticks" => a.ticks = true,
+                other => return Err(format!("--pacing: `{other}` is not even or ticks")),
+            },
             "--requests" => {
                 a.requests = value("--requests")?
                     .parse()
@@ -123,16 +130,38 @@ fn stats(mut lat: Vec<f64>, errors: usize, seconds: f64) -> Stats {
 async fn drive(
     addr: std::net::SocketAddr,
     headers: Vec<(&'static str, String)>,
-    keys: Option<&'static str>,
+    keys: Option<Arc<str>>,
     n: usize,
     c: usize,
     rate: Option<f64>,
+    ticks: bool,
 ) -> Result<Stats, String> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
+    // Even pacing: tokio's timer has a resolution of 1 ms, so sleeping until each request's
+    // instant sends them in bursts (5 at once every millisecond at 5,000/s). A thread of its
+    // own sleeps to each instant (the OS timer, tens of microseconds) and lets one request go.
+    let pacer = match rate {
+        Some(r) if !ticks => {
+            let go = Arc::new(tokio::sync::Semaphore::new(0));
+            let release = go.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    let at = start + Duration::from_secs_f64(i as f64 / r);
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    release.add_permits(1);
+                }
+            });
+            Some(go)
+        }
+        _ => None,
+    };
     let mut tasks = Vec::new();
     for _ in 0..c {
-        let (next, headers) = (next.clone(), headers.clone());
+        let (next, headers, keys, pacer) =
+            (next.clone(), headers.clone(), keys.clone(), pacer.clone());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr)
                 .await
@@ -149,7 +178,9 @@ async fn drive(
                 if i >= n {
                     break;
                 }
-                if let Some(r) = rate {
+                if let Some(go) = &pacer {
+                    go.acquire().await.map_err(|e| e.to_string())?.forget();
+                } else if let Some(r) = rate {
                     let at = start + Duration::from_secs_f64(i as f64 / r);
                     tokio::time::sleep_until(at.into()).await;
                 }
@@ -160,7 +191,7 @@ async fn drive(
                 for (k, v) in &headers {
                     req = req.header(*k, v);
                 }
-                if let Some(prefix) = keys {
+                if let Some(prefix) = &keys {
                     req = req.header("idempotency-key", format!("{prefix}-{i}"));
                 }
                 let req = req
@@ -348,7 +379,15 @@ fn real_main() -> Result<(), String> {
     };
     // Warm-up: connections, caches, the SQLite file.
     let warm = a.requests.min(if a.noop { 500 } else { 1 });
-    let keys = |run: &'static str| a.idempotency_keys.then_some(run);
+    // Keys unique to this run, so a `--database` used before replays nothing.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let keys = |run: &str| {
+        a.idempotency_keys
+            .then(|| Arc::<str>::from(format!("{run}-{stamp}")))
+    };
     client_rt.block_on(drive(
         addr,
         headers.clone(),
@@ -356,6 +395,7 @@ fn real_main() -> Result<(), String> {
         warm,
         a.concurrency.min(warm),
         None,
+        a.ticks,
     ))?;
     let direct_stats = if a.noop {
         Some(server_rt.block_on(direct(service.clone(), a.requests, a.concurrency)))
@@ -369,6 +409,7 @@ fn real_main() -> Result<(), String> {
         a.requests,
         a.concurrency,
         a.rate,
+        a.ticks,
     ))?;
     let _ = shutdown.send(());
 

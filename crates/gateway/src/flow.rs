@@ -59,10 +59,15 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
     let slot = match st.queue.reserve() {
         Ok(slot) => slot,
         Err(e) => {
-            // A retry of a stored request is answered from it, overloaded or not.
+            // A retry of a stored request is answered from it, overloaded or not (if the
+            // read fails, the refusal stands).
             if let Some(k) = &a.idempotency_key {
-                if let Some(row) = st.store.request_by_idempotency_key(&a.key_id, k).await? {
-                    return Ok(Submitted::Duplicate(Box::new(row)));
+                match st.store.request_by_idempotency_key(&a.key_id, k).await {
+                    Ok(Some(row)) => return Ok(Submitted::Duplicate(Box::new(row))),
+                    Ok(None) => {}
+                    Err(db) => {
+                        tracing::warn!(request_id = %a.request_id, error = %db, "could not look up a retry's idempotency key")
+                    }
                 }
             }
             st.metrics.outcomes.with_label_values(&["rejected"]).inc();
@@ -110,7 +115,10 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
         match pending.applied().await {
             Ok(true) => {}
             Ok(false) => return Err(GatewayError::Service("request id collision".into())),
+            // Its ending found no row to end: nothing of it is stored, so the answer is an
+            // error even if the work decided.
             Err(e) => {
+                st.metrics.errors.with_label_values(&["database"]).inc();
                 tracing::error!(request_id = %request_id, error = %e, "could not store an accepted request");
                 return Err(e);
             }
@@ -183,21 +191,27 @@ async fn end(
                     audit: Box::new(audit_record(a, &outcome)),
                     message: for_review.then(|| a.message.as_str().to_string()),
                 };
-                store(st, a, &ending).await;
-                st.metrics.outcomes.with_label_values(&["done"]).inc();
-                // Step by step, as the dashboard prices them.
-                let flagship: f64 = outcome
-                    .steps
-                    .iter()
-                    .map(|s| st.settings.console.flagship_usd(&s.usage))
-                    .sum();
-                st.metrics.record_outcome(&outcome, flagship);
-                tracing::info!(
-                    request_id = %a.request_id, key_id = %a.key_id, status = "done",
-                    disposition = outcome.disposition.label(), decided_by = %outcome.route.decided_by,
-                    message_sha256 = sha, elapsed_ms, "triage"
-                );
-                Ok(Submitted::Done(Box::new(outcome), json))
+                // A decision whose record could not be stored is not given out: the audit
+                // log must hold every decision a patient received.
+                match store(st, a, &ending).await {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        st.metrics.outcomes.with_label_values(&["done"]).inc();
+                        // Step by step, as the dashboard prices them.
+                        let flagship: f64 = outcome
+                            .steps
+                            .iter()
+                            .map(|s| st.settings.console.flagship_usd(&s.usage))
+                            .sum();
+                        st.metrics.record_outcome(&outcome, flagship);
+                        tracing::info!(
+                            request_id = %a.request_id, key_id = %a.key_id, status = "done",
+                            disposition = outcome.disposition.label(), decided_by = %outcome.route.decided_by,
+                            message_sha256 = sha, elapsed_ms, "triage"
+                        );
+                        Ok(Submitted::Done(Box::new(outcome), json))
+                    }
+                }
             }
             Err(e) => Err(GatewayError::Service(format!(
                 "serialising the outcome: {e}"
@@ -210,7 +224,8 @@ async fn end(
             kind: e.kind().to_string(),
             message: e.to_string(),
         };
-        store(st, a, &ending).await;
+        // A failure is logged and counted in `store`; the answer is this error either way.
+        let _ = store(st, a, &ending).await;
         // Counted by status here; the error response itself is counted by its code in
         // `server::observe` (when the client is still there to get one).
         st.metrics.outcomes.with_label_values(&["error"]).inc();
@@ -223,15 +238,19 @@ async fn end(
     let _ = reply.send(answer);
 }
 
-async fn store(st: &AppState, a: &Accepted, ending: &Ending) {
+/// Stores an ending: `Err` only when the database failed (logged and counted here); an
+/// ending that finds the request already ended (deadline or shutdown first) is not one.
+async fn store(st: &AppState, a: &Accepted, ending: &Ending) -> Result<(), GatewayError> {
     match st.store.finish(&a.request_id, ending).await {
-        Ok(true) => {}
+        Ok(true) => Ok(()),
         Ok(false) => {
-            tracing::info!(request_id = %a.request_id, "already ended (deadline or shutdown first)")
+            tracing::info!(request_id = %a.request_id, "already ended (deadline or shutdown first)");
+            Ok(())
         }
         Err(e) => {
             st.metrics.errors.with_label_values(&["database"]).inc();
             tracing::error!(request_id = %a.request_id, error = %e, "could not store the request's ending");
+            Err(e)
         }
     }
 }

@@ -2,10 +2,11 @@
 //! the ledger), created at start if missing:
 //!
 //! - `api_keys`: id, name, role, salt and HMAC-SHA256 of the secret, created, revoked;
-//! - `triage_requests`: one row per accepted (or refused-for-overload) request; written as
-//!   `accepted` before the work is queued and finished exactly once as `done` (with the
-//!   outcome JSON) or `error` (with its kind), so every accepted request ends with a stored
-//!   outcome — the update only applies to a row still `accepted`, so the first ending wins;
+//! - `triage_requests`: one row per accepted (or refused-for-overload) request; queued as
+//!   `accepted` before the work is queued (and committed before or with the ending) and
+//!   finished exactly once as `done` (with the outcome JSON) or `error` (with its kind), so
+//!   every accepted request ends with a stored outcome — the update only applies to a row
+//!   still `accepted`, so the first ending wins;
 //! - `audit_log`: append-only, one row per decision, written in the same transaction as the
 //!   request's `done`; triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL);
 //! - `triage_messages`: the patient's text of the cases a clinician must review (sent to
@@ -16,8 +17,10 @@
 //! - `reviews` (see `reviews.rs`) and `console_sessions` (see `console.rs`).
 //!
 //! The request path's writes (accept, reject, finish) go through one writer task that
-//! commits whatever has queued up in one transaction (group commit); each caller still
-//! waits for its own write to be committed.
+//! commits whatever has queued up in one transaction (group commit; on SQLite one query, see
+//! `batch_sqlite.rs`), in the order they were queued. A caller waits for its write's commit,
+//! except the `accepted` row of a request without an idempotency key, whose commit is
+//! waited for together with its ending's (see `flow.rs`).
 
 use crate::GatewayError;
 use careflow_ledger::{now_ms, redact};
@@ -73,14 +76,14 @@ const SQLITE_SCHEMA: &[&str] = &[
         error TEXT NULL
     )",
     // Every page a commit changes is written to the WAL again (4 KB), and the checkpoint that
-    // copies the WAL back is what stalls the request path: partial indexes leave alone the
-    // requests they do not concern (no idempotency key; no longer open). They replace the
-    // full indexes of earlier versions, dropped here.
+    // copies the WAL back is what stalls the request path: the idempotency index leaves out
+    // the requests without a key, and `triage_requests_day` (shared below, new rows at its
+    // end) serves what `(status, created_at_ms)` did. They replace earlier versions' indexes,
+    // dropped here.
     "CREATE UNIQUE INDEX IF NOT EXISTS triage_requests_idempotency_key
         ON triage_requests (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL",
     "DROP INDEX IF EXISTS triage_requests_idempotency",
-    "CREATE INDEX IF NOT EXISTS triage_requests_open ON triage_requests (created_at_ms)
-        WHERE status = 'accepted'",
+    "DROP INDEX IF EXISTS triage_requests_open",
     "DROP INDEX IF EXISTS triage_requests_status",
     // Not AUTOINCREMENT (as in earlier versions), whose counter row is one more page per
     // commit: rows are never deleted (the triggers below), so no id is ever reused anyway.
@@ -140,6 +143,9 @@ const SHARED_SCHEMA: &[&str] = &[
         cost_usd DOUBLE PRECISION NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS triage_steps_at ON triage_steps (at_ms)",
+    // The dashboard's requests per day and status (covering), and the requests left open by
+    // a stopped process (`abandon_stale`, at start).
+    "CREATE INDEX IF NOT EXISTS triage_requests_day ON triage_requests (created_at_ms, status)",
     "CREATE INDEX IF NOT EXISTS audit_log_decided_by ON audit_log (decided_by, request_id)",
     "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at_ms)",
     "CREATE TABLE IF NOT EXISTS console_sessions (
@@ -765,8 +771,8 @@ impl Store {
 /// frame copied, and frames keep coming): under steady load the WAL grew ~80 MB/s at 5,000
 /// requests/s, without end. So the background loop reports the WAL's length, and past
 /// [`WAL_RESTART_FRAMES`] the writer checkpoints itself between two groups — nothing is
-/// written meanwhile, so that checkpoint finishes the WAL and the next commit starts it
-/// again from its beginning. That stops the writer for up to ~25 ms (the copy and two
+/// written meanwhile, so that checkpoint can finish the WAL and the next commit start it
+/// again from its beginning (see [`SqliteWriter::upkeep`] for when it cannot). That stops the writer for up to ~25 ms (the copy and two
 /// `fsync`s; the load test's max latency at 5,000 requests/s), once per 256 MB of WAL, about
 /// every 4 s at that rate.
 #[derive(Debug, Default)]
@@ -825,24 +831,31 @@ impl SqliteWriter {
         pool: &SqlitePool,
         writes: &[&Write],
         now: i64,
-    ) -> Option<Result<Vec<bool>, GatewayError>> {
+    ) -> Option<Result<Vec<bool>, GroupFailed>> {
         let conn = match self.held.take() {
             Some(c) => Ok(c),
             None => pool.acquire().await,
         };
         let mut conn = match conn {
             Ok(c) => c,
-            Err(e) => return Some(Err(GatewayError::db("writing requests")(e))),
+            Err(e) => {
+                return Some(Err(GroupFailed::RolledBack(GatewayError::db(
+                    "writing requests",
+                )(e))))
+            }
         };
         let r = batch_sqlite::apply(&mut conn, writes, now).await;
         // A connection that failed a group is given back (the pool checks it).
-        if matches!(r, Some(Ok(_))) {
+        if !matches!(r, Some(Err(_))) {
             self.held = Some(conn);
         }
         r
     }
 
-    /// Between two groups: finishes the WAL when it has grown past its bound.
+    /// Between two groups: finishes the WAL when it has grown past its bound. The
+    /// checkpoint does not finish when the background one is running at that moment, and the
+    /// WAL does not start over while a reader still holds an older snapshot; either way it is
+    /// tried again after the background loop's next report.
     async fn upkeep(&mut self) {
         if self.upkeep.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
             return;
@@ -851,26 +864,57 @@ impl SqliteWriter {
             return;
         };
         self.upkeep.frames.store(0, Ordering::Relaxed);
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut **conn)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut **conn)
             .await
         {
-            tracing::warn!(error = %e, "WAL checkpoint by the writer failed");
+            Ok((0, frames, copied)) if frames == copied => {}
+            Ok((busy, frames, copied)) => tracing::debug!(
+                busy,
+                frames,
+                copied,
+                "the writer's WAL checkpoint did not finish; tried again later"
+            ),
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint by the writer failed"),
         }
     }
+}
+
+/// How a group of writes failed.
+pub(super) enum GroupFailed {
+    /// Nothing of it was written: each write is tried again alone.
+    RolledBack(GatewayError),
+    /// It was committed, but its answers could not be read: retrying would apply it twice.
+    AfterCommit(GatewayError),
 }
 
 /// The writer task: one transaction per group of queued writes. If a group fails, its
 /// writes are retried one transaction each, so one bad write fails alone. `sqlite`: the
 /// writer's own connection on a SQLite file (an in-memory database has one connection,
-/// which the readers need too).
+/// which the readers need too); it is given back when the pool closes, since closing waits
+/// for every connection.
 async fn write_loop(
     pool: Pool,
     mut rx: mpsc::Receiver<(Write, WriteReply)>,
     mut sqlite: Option<SqliteWriter>,
 ) {
+    let closed = on_backend!(&pool, p => p.close_event());
+    let mut closed = std::pin::pin!(closed);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let holding = sqlite.as_ref().is_some_and(|w| w.held.is_some());
+        let first = tokio::select! {
+            w = rx.recv() => match w {
+                Some(w) => w,
+                None => break,
+            },
+            _ = &mut closed, if holding => {
+                if let Some(w) = sqlite.as_mut() {
+                    w.held = None;
+                }
+                continue;
+            }
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -884,13 +928,19 @@ async fn write_loop(
             (Pool::Sqlite(p), Some(w)) => w.apply(p, &writes, now).await,
             (Pool::Sqlite(p), None) => match p.acquire().await {
                 Ok(mut conn) => batch_sqlite::apply(&mut conn, &writes, now).await,
-                Err(e) => Some(Err(GatewayError::db("writing requests")(e))),
+                Err(e) => Some(Err(GroupFailed::RolledBack(GatewayError::db(
+                    "writing requests",
+                )(e)))),
             },
             (Pool::Postgres(_), _) => None,
         };
-        let result = match grouped {
-            Some(r) => r,
-            None => apply(&pool, &writes, now).await,
+        // One bad write must not fail the others: after a failed transaction, each again,
+        // a transaction each, on the general path.
+        let (result, retry) = match grouped {
+            Some(Ok(v)) => (Ok(v), false),
+            Some(Err(GroupFailed::RolledBack(e))) => (Err(e), true),
+            Some(Err(GroupFailed::AfterCommit(e))) => (Err(e), false),
+            None => (apply(&pool, &writes, now).await, batch.len() > 1),
         };
         match result {
             Ok(results) => {
@@ -898,9 +948,7 @@ async fn write_loop(
                     let _ = reply.send(Ok(r));
                 }
             }
-            // One bad write must not fail the others: each again, a transaction each, on
-            // the general path.
-            Err(_) if batch.len() > 1 || matches!(pool, Pool::Sqlite(_)) => {
+            Err(_) if retry => {
                 for (w, reply) in batch.drain(..) {
                     let r = apply(&pool, &[&w], now_ms())
                         .await

@@ -333,5 +333,8 @@ async fn writes_committed_together_each_get_their_own_answer() {
         .unwrap();
     assert_eq!(f.decisions, dones);
     assert_eq!(f.steps[0].count, 2 * dones, "two step rows per stored done");
-    store.close().await;
+    // Closing gives back the writer's own connection too (closing waits for all of them).
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.close())
+        .await
+        .expect("the store closes");
 }

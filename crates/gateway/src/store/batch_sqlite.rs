@@ -16,7 +16,7 @@
 //! with the connection's last count). A group with two rows or two endings of one request is
 //! left to the general path, which takes the writes in order.
 
-use super::{AuditRecord, Ending, Write};
+use super::{AuditRecord, Ending, GroupFailed, Write};
 use crate::GatewayError;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Row, SqliteConnection};
@@ -240,7 +240,7 @@ pub(super) async fn apply(
     conn: &mut SqliteConnection,
     writes: &[&Write],
     now: i64,
-) -> Option<Result<Vec<bool>, GatewayError>> {
+) -> Option<Result<Vec<bool>, GroupFailed>> {
     let batch = build(writes, now)?;
     let mut args = SqliteArguments::default();
     let bound = batch.args.iter().try_for_each(|a| match a {
@@ -253,7 +253,9 @@ pub(super) async fn apply(
     });
     let ctx = "writing requests";
     if let Err(e) = bound {
-        return Some(Err(GatewayError::Service(format!("{ctx}: {e}"))));
+        return Some(Err(GroupFailed::RolledBack(GatewayError::Service(
+            format!("{ctx}: {e}"),
+        ))));
     }
     // Persistent: a group's text repeats at a steady mix (one accept, one accept and one
     // ending, …) and the connection's statement cache (LRU) keeps those prepared.
@@ -265,7 +267,7 @@ pub(super) async fn apply(
         Err(e) => {
             // The statements stopped mid-transaction: end it before the connection is reused.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Some(Err(GatewayError::db(ctx)(e)));
+            return Some(Err(GroupFailed::RolledBack(GatewayError::db(ctx)(e))));
         }
     };
     let mut applied = HashSet::with_capacity(rows.len());
@@ -274,7 +276,9 @@ pub(super) async fn apply(
             (Ok(kind), Ok(id)) => {
                 applied.insert((kind, id));
             }
-            (Err(e), _) | (_, Err(e)) => return Some(Err(GatewayError::db(ctx)(e))),
+            (Err(e), _) | (_, Err(e)) => {
+                return Some(Err(GroupFailed::AfterCommit(GatewayError::db(ctx)(e))))
+            }
         }
     }
     Some(Ok(writes
