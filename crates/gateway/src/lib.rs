@@ -56,4 +56,5 @@ pub use state::AppState;
 pub use store::{
     ApiKeyRecord, AuditRecord, ConsoleSession, DayFigures, Figures, QueueItem, RequestRow,
     ReviewAction, ReviewRecord, ReviewRefused, ReviewedCase, StepFigures, StepLatency, Store,
+    StoreOptions,
 };

@@ -410,10 +410,32 @@ pub struct Store {
     writer: mpsc::Sender<(Write, WriteReply)>,
 }
 
+/// How a [`Store`] keeps its database, beyond its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// On a SQLite file: past this many WAL frames (4 KB pages), the writer completes a
+    /// checkpoint so the WAL starts over (see `WalUpkeep`). The WAL file stays about this big.
+    pub wal_restart_frames: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        // 65,536 frames of 4 KB: 256 MB of WAL.
+        StoreOptions {
+            wal_restart_frames: 65_536,
+        }
+    }
+}
+
 impl Store {
     /// Connects and creates the tables if missing. `url`: `sqlite://PATH`, `sqlite::memory:`
     /// or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, GatewayError> {
+        Store::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, GatewayError> {
         let shown = redact(url);
         let bad = |reason: &str| GatewayError::BadUrl {
             url: shown.clone(),
@@ -492,7 +514,11 @@ impl Store {
             Pool::Sqlite(p) if !url.contains(":memory:") => {
                 let upkeep = Arc::new(WalUpkeep::default());
                 tokio::spawn(checkpoint_loop(p.clone(), upkeep.clone()));
-                Some(SqliteWriter { held: None, upkeep })
+                Some(SqliteWriter {
+                    held: None,
+                    upkeep,
+                    restart_frames: options.wal_restart_frames,
+                })
             }
             _ => None,
         };
@@ -770,19 +796,17 @@ impl Store {
 /// writer, but it never lets the WAL start over while writes go on (a restart needs every
 /// frame copied, and frames keep coming): under steady load the WAL grew ~80 MB/s at 5,000
 /// requests/s, without end. So the background loop reports the WAL's length, and past
-/// [`WAL_RESTART_FRAMES`] the writer checkpoints itself between two groups — nothing is
-/// written meanwhile, so that checkpoint can finish the WAL and the next commit start it
-/// again from its beginning (see [`SqliteWriter::upkeep`] for when it cannot). That stops the writer for up to ~25 ms (the copy and two
-/// `fsync`s; the load test's max latency at 5,000 requests/s), once per 256 MB of WAL, about
-/// every 4 s at that rate.
+/// [`StoreOptions::wal_restart_frames`] the writer checkpoints itself between two groups —
+/// nothing is written meanwhile, so that checkpoint can finish the WAL and the next commit
+/// start it again from its beginning (see [`SqliteWriter::upkeep`] for when it cannot). By
+/// default that stops the writer for up to ~25 ms (the copy and two `fsync`s; the load
+/// test's max latency at 5,000 requests/s), once per 256 MB of WAL, about every 4 s at that
+/// rate.
 #[derive(Debug, Default)]
 struct WalUpkeep {
     /// The WAL's length in frames at the last background checkpoint.
     frames: AtomicU64,
 }
-
-/// 65,536 frames of 4 KB: 256 MB of WAL.
-const WAL_RESTART_FRAMES: u64 = 65_536;
 
 /// How often the background checkpoint runs. Each copies what came since the one before,
 /// and its cost grows with that (at 5,000 requests/s: ~30 ms of copying and two `fsync`s
@@ -822,6 +846,7 @@ async fn checkpoint_loop(pool: SqlitePool, upkeep: Arc<WalUpkeep>) {
 struct SqliteWriter {
     held: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
     upkeep: Arc<WalUpkeep>,
+    restart_frames: u64,
 }
 
 impl SqliteWriter {
@@ -857,7 +882,7 @@ impl SqliteWriter {
     /// WAL does not start over while a reader still holds an older snapshot; either way it is
     /// tried again after the background loop's next report.
     async fn upkeep(&mut self) {
-        if self.upkeep.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
+        if self.upkeep.frames.load(Ordering::Relaxed) < self.restart_frames {
             return;
         }
         let Some(conn) = self.held.as_mut() else {
