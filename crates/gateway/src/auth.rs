@@ -77,15 +77,8 @@ pub(crate) fn random_hex(n: usize) -> Result<String, GatewayError> {
 /// and the audit index instead of on a random page each: with random ids every write dirtied
 /// a page of its own, and SQLite's WAL grew by ~8 KB a request at 5,000 requests/s.
 pub(crate) fn new_request_id() -> Result<String, GatewayError> {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Ok(format!(
-        "{:012x}{}",
-        millis & 0xffff_ffff_ffff,
-        random_hex(10)?
-    ))
+    let millis = careflow_ledger::now_ms() & 0xffff_ffff_ffff;
+    Ok(format!("{millis:012x}{}", random_hex(10)?))
 }
 
 fn mac(salt: &str, secret: &str) -> Result<Hmac<Sha256>, GatewayError> {

@@ -94,7 +94,7 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
                     .request_by_idempotency_key(&a.key_id, k)
                     .await?
                     .map(|r| Submitted::Duplicate(Box::new(r)))
-                    .ok_or_else(|| GatewayError::Service("request id collision".into()));
+                    .ok_or_else(collision);
             }
             None
         }
@@ -114,7 +114,7 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
         // Resolved by now (the ending was committed after it), unless the writer failed.
         match pending.applied().await {
             Ok(true) => {}
-            Ok(false) => return Err(GatewayError::Service("request id collision".into())),
+            Ok(false) => return Err(collision()),
             // Its ending found no row to end: nothing of it is stored, so the answer is an
             // error even if the work decided.
             Err(e) => {
@@ -125,6 +125,12 @@ pub async fn submit(st: AppState, a: Accepted) -> Result<Submitted, GatewayError
         }
     }
     answer
+}
+
+/// An `accepted` row that found its request id taken (80 random bits a millisecond: not
+/// expected to happen).
+fn collision() -> GatewayError {
+    GatewayError::Service("request id collision".into())
 }
 
 type Reply = oneshot::Sender<Result<Submitted, GatewayError>>;
@@ -193,25 +199,10 @@ async fn end(
                 };
                 // A decision whose record could not be stored is not given out: the audit
                 // log must hold every decision a patient received.
-                match store(st, a, &ending).await {
-                    Err(e) => Err(e),
-                    Ok(()) => {
-                        st.metrics.outcomes.with_label_values(&["done"]).inc();
-                        // Step by step, as the dashboard prices them.
-                        let flagship: f64 = outcome
-                            .steps
-                            .iter()
-                            .map(|s| st.settings.console.flagship_usd(&s.usage))
-                            .sum();
-                        st.metrics.record_outcome(&outcome, flagship);
-                        tracing::info!(
-                            request_id = %a.request_id, key_id = %a.key_id, status = "done",
-                            disposition = outcome.disposition.label(), decided_by = %outcome.route.decided_by,
-                            message_sha256 = sha, elapsed_ms, "triage"
-                        );
-                        Ok(Submitted::Done(Box::new(outcome), json))
-                    }
-                }
+                store(st, a, &ending).await.map(|()| {
+                    record_done(st, a, &outcome, sha, elapsed_ms);
+                    Submitted::Done(Box::new(outcome), json)
+                })
             }
             Err(e) => Err(GatewayError::Service(format!(
                 "serialising the outcome: {e}"
@@ -236,6 +227,23 @@ async fn end(
     }
     // The handler may be gone (client hung up): the ending is stored either way.
     let _ = reply.send(answer);
+}
+
+/// Counts and logs a stored decision.
+fn record_done(st: &AppState, a: &Accepted, outcome: &TriageOutcome, sha: &str, elapsed_ms: f64) {
+    st.metrics.outcomes.with_label_values(&["done"]).inc();
+    // Step by step, as the dashboard prices them.
+    let flagship: f64 = outcome
+        .steps
+        .iter()
+        .map(|s| st.settings.console.flagship_usd(&s.usage))
+        .sum();
+    st.metrics.record_outcome(outcome, flagship);
+    tracing::info!(
+        request_id = %a.request_id, key_id = %a.key_id, status = "done",
+        disposition = outcome.disposition.label(), decided_by = %outcome.route.decided_by,
+        message_sha256 = sha, elapsed_ms, "triage"
+    );
 }
 
 /// Stores an ending: `Err` only when the database failed (logged and counted here); an

@@ -338,6 +338,16 @@ pub enum Ending {
     },
 }
 
+impl Ending {
+    /// What the ending sets on its `triage_requests` row: status, outcome, error kind, error.
+    fn columns(&self) -> (&'static str, Option<&str>, Option<&str>, Option<&str>) {
+        match self {
+            Ending::Done { outcome_json, .. } => ("done", Some(outcome_json), None, None),
+            Ending::Error { kind, message } => ("error", None, Some(kind), Some(message)),
+        }
+    }
+}
+
 type RequestTuple = (
     String,
     String,
@@ -511,16 +521,22 @@ impl Store {
         // writer task takes what has queued up and commits it in one transaction.
         let (writer, rx) = mpsc::channel(4 * MAX_BATCH);
         let sqlite_writer = match &pool {
-            Pool::Sqlite(p) if !url.contains(":memory:") => {
+            Pool::Sqlite(p) => {
                 let upkeep = Arc::new(WalUpkeep::default());
-                tokio::spawn(checkpoint_loop(p.clone(), upkeep.clone()));
+                // An in-memory database has one connection, which the readers need too, and
+                // no WAL.
+                let file = !url.contains(":memory:");
+                if file {
+                    tokio::spawn(checkpoint_loop(p.clone(), upkeep.clone()));
+                }
                 Some(SqliteWriter {
                     held: None,
+                    keep: file,
                     upkeep,
                     restart_frames: options.wal_restart_frames,
                 })
             }
-            _ => None,
+            Pool::Postgres(_) => None,
         };
         tokio::spawn(write_loop(pool.clone(), rx, sqlite_writer));
         let store = Store { pool, writer };
@@ -839,12 +855,13 @@ async fn checkpoint_loop(pool: SqlitePool, upkeep: Arc<WalUpkeep>) {
     }
 }
 
-/// The writer's connection on a SQLite file, kept from one group to the next: taking any
-/// idle connection of the pool each time made every switch between two connections cost a
-/// re-read of the pages the other had written (`pread` and page-cache truncation, 10% of
-/// the writer thread at 5,000 requests/s).
+/// The writer's connection on SQLite. On a file it is kept from one group to the next
+/// (`keep`): taking any idle connection of the pool each time made every switch between two
+/// connections cost a re-read of the pages the other had written (`pread` and page-cache
+/// truncation, 10% of the writer thread at 5,000 requests/s).
 struct SqliteWriter {
     held: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+    keep: bool,
     upkeep: Arc<WalUpkeep>,
     restart_frames: u64,
 }
@@ -871,7 +888,7 @@ impl SqliteWriter {
         };
         let r = batch_sqlite::apply(&mut conn, writes, now).await;
         // A connection that failed a group is given back (the pool checks it).
-        if !matches!(r, Some(Err(_))) {
+        if self.keep && !matches!(r, Some(Err(_))) {
             self.held = Some(conn);
         }
         r
@@ -915,9 +932,8 @@ pub(super) enum GroupFailed {
 
 /// The writer task: one transaction per group of queued writes. If a group fails, its
 /// writes are retried one transaction each, so one bad write fails alone. `sqlite`: the
-/// writer's own connection on a SQLite file (an in-memory database has one connection,
-/// which the readers need too); it is given back when the pool closes, since closing waits
-/// for every connection.
+/// writer's connection on SQLite; a kept one is given back when the pool closes, since
+/// closing waits for every connection.
 async fn write_loop(
     pool: Pool,
     mut rx: mpsc::Receiver<(Write, WriteReply)>,
@@ -951,13 +967,7 @@ async fn write_loop(
         let now = now_ms();
         let grouped = match (&pool, sqlite.as_mut()) {
             (Pool::Sqlite(p), Some(w)) => w.apply(p, &writes, now).await,
-            (Pool::Sqlite(p), None) => match p.acquire().await {
-                Ok(mut conn) => batch_sqlite::apply(&mut conn, &writes, now).await,
-                Err(e) => Some(Err(GroupFailed::RolledBack(GatewayError::db(
-                    "writing requests",
-                )(e)))),
-            },
-            (Pool::Postgres(_), _) => None,
+            _ => None,
         };
         // One bad write must not fail the others: after a failed transaction, each again,
         // a transaction each, on the general path.
@@ -1050,12 +1060,7 @@ async fn apply(pool: &Pool, writes: &[&Write], now: i64) -> Result<Vec<bool>, Ga
                 .map_err(GatewayError::db("storing a refused request"))?
                 .rows_affected() == 1,
                 Write::Finish(request_id, ending) => {
-                    let (status, outcome, kind, message) = match ending {
-                        Ending::Done { outcome_json, .. } => ("done", Some(outcome_json.as_str()), None, None),
-                        Ending::Error { kind, message } => {
-                            ("error", None, Some(kind.as_str()), Some(message.as_str()))
-                        }
-                    };
+                    let (status, outcome, kind, message) = ending.columns();
                     let n = sqlx::query(
                         "UPDATE triage_requests SET status = $2, finished_at_ms = $3, outcome = $4, \
                          error_kind = $5, error = $6 WHERE request_id = $1 AND status = 'accepted'",

@@ -384,3 +384,57 @@ async fn the_wal_starts_over_under_steady_writes() {
     assert_eq!(store.requests().await.unwrap().len(), n as usize);
     store.close().await;
 }
+
+/// Makes the database refuse `event` on `triage_requests` when the row's new status is
+/// `status` (a trigger stands in for a full disk), then sends a request: it gets a 5xx.
+async fn refuse_and_send(
+    s: &common::Server,
+    conn: &mut sqlx::SqliteConnection,
+    event: &str,
+    status: &str,
+) {
+    conn.execute(
+        format!(
+            "DROP TRIGGER IF EXISTS refuse; CREATE TRIGGER refuse BEFORE {event} ON \
+             triage_requests WHEN NEW.status = '{status}' \
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let r = s.triage(5, MESSAGE).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+}
+
+/// The database refuses a write (a trigger stands in for a full disk): a decision whose
+/// record could not be stored is not given out (5xx, no audit row), and a request whose
+/// `accepted` row could not be stored — committed alongside its ending, not before its work —
+/// is answered with an error too, with nothing of it on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_is_not_given_out_when_its_record_cannot_be_stored() {
+    let service = Arc::new(NoopService::new());
+    let s = start(service.clone(), |_| {}).await;
+    let mut conn = sqlx::SqliteConnection::connect(&s.db_url).await.unwrap();
+    refuse_and_send(&s, &mut conn, "UPDATE", "done").await;
+    let rows = s.store.requests().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].error_kind.as_deref()),
+        ("error", Some("database"))
+    );
+    assert!(s.store.audit(&rows[0].request_id).await.unwrap().is_empty());
+
+    refuse_and_send(&s, &mut conn, "INSERT", "accepted").await;
+    assert_eq!(
+        service.calls(),
+        2,
+        "the work ran before the row's commit was known"
+    );
+    assert_eq!(
+        s.store.requests().await.unwrap().len(),
+        1,
+        "nothing more on record"
+    );
+    conn.close().await.unwrap();
+}

@@ -71,34 +71,21 @@ impl<'a> Batch<'a> {
 /// The whole group as one query, or `None` when the group has two rows or two endings of
 /// one request, or is too big for one statement.
 fn build<'a>(writes: &[&'a Write], now: i64) -> Option<Batch<'a>> {
-    // A request's `accepted` row and its ending may share a group (the INSERT comes first);
-    // two rows or two endings of one request may not.
+    // A request's row (accepted or rejected) and its ending may share a group (the INSERT
+    // comes first); two rows or two endings of one request may not.
     let mut ids = HashSet::with_capacity(writes.len());
     for w in writes {
-        let id = match w {
-            Write::Accept(r) | Write::Reject(r, _) => ("row", r.request_id.as_str()),
-            Write::Finish(id, _) => ("ending", id.as_str()),
-        };
-        if !ids.insert(id) {
+        let (tag, id) = tag(w);
+        if !ids.insert((tag == "finish", id)) {
             return None;
         }
     }
-    let done: Vec<(&str, &str, &AuditRecord, Option<&str>)> = writes
+    let done: Vec<(&str, &AuditRecord, Option<&str>)> = writes
         .iter()
         .filter_map(|w| match w {
-            Write::Finish(
-                id,
-                Ending::Done {
-                    outcome_json,
-                    audit,
-                    message,
-                },
-            ) => Some((
-                id.as_str(),
-                outcome_json.as_str(),
-                audit.as_ref(),
-                message.as_deref(),
-            )),
+            Write::Finish(id, Ending::Done { audit, message, .. }) => {
+                Some((id.as_str(), audit.as_ref(), message.as_deref()))
+            }
             _ => None,
         })
         .collect();
@@ -151,7 +138,7 @@ fn build<'a>(writes: &[&'a Write], now: i64) -> Option<Batch<'a>> {
         " INSERT INTO triage_steps (request_id, at_ms, step, tier, millis, submitted, computed, \
          reused, generated, cost_usd) SELECT v.column1, v.column2, v.column3, v.column4, \
          v.column5, v.column6, v.column7, v.column8, v.column9, v.column10 FROM (VALUES ",
-        done.iter().flat_map(|(id, _, a, _)| {
+        done.iter().flat_map(|(id, a, _)| {
             a.steps.iter().map(move |s| {
                 [
                     Arg::Text(id),
@@ -173,7 +160,7 @@ fn build<'a>(writes: &[&'a Write], now: i64) -> Option<Batch<'a>> {
         " INSERT INTO triage_messages (request_id, message) SELECT v.column1, v.column2 \
          FROM (VALUES ",
         done.iter()
-            .filter_map(|(id, _, _, m)| m.map(|m| [Arg::Text(id), Arg::Text(m)])),
+            .filter_map(|(id, _, m)| m.map(|m| [Arg::Text(id), Arg::Text(m)])),
         &format!("{STILL_ACCEPTED} ON CONFLICT DO NOTHING;"),
     );
     b.statement(
@@ -182,7 +169,7 @@ fn build<'a>(writes: &[&'a Write], now: i64) -> Option<Batch<'a>> {
          tiers, models, cost_usd) SELECT v.column1, v.column2, v.column3, v.column4, \
          v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, v.column11, \
          v.column12, v.column13, v.column14, v.column15 FROM (VALUES ",
-        done.iter().map(|(id, _, a, _)| {
+        done.iter().map(|(id, a, _)| {
             [
                 Arg::Text(id),
                 Arg::Int(now),
@@ -208,14 +195,7 @@ fn build<'a>(writes: &[&'a Write], now: i64) -> Option<Batch<'a>> {
          outcome = v.column4, error_kind = v.column5, error = v.column6 FROM (VALUES ",
         writes.iter().filter_map(|w| match w {
             Write::Finish(id, ending) => {
-                let (status, outcome, kind, message) = match ending {
-                    Ending::Done { outcome_json, .. } => {
-                        ("done", Some(outcome_json.as_str()), None, None)
-                    }
-                    Ending::Error { kind, message } => {
-                        ("error", None, Some(kind.as_str()), Some(message.as_str()))
-                    }
-                };
+                let (status, outcome, kind, message) = ending.columns();
                 Some([
                     Arg::Text(id),
                     Arg::Text(status),
@@ -284,14 +264,19 @@ pub(super) async fn apply(
     Some(Ok(writes
         .iter()
         .map(|w| {
-            let key = match w {
-                Write::Accept(r) => ("accept", &r.request_id),
-                Write::Reject(r, _) => ("reject", &r.request_id),
-                Write::Finish(id, _) => ("finish", id),
-            };
-            applied.contains(&(key.0.to_string(), key.1.clone()))
+            let (tag, id) = tag(w);
+            applied.contains(&(tag.to_string(), id.to_string()))
         })
         .collect()))
+}
+
+/// What a write's statement returns when it applies (`RETURNING tag, request_id`).
+fn tag(w: &Write) -> (&'static str, &str) {
+    match w {
+        Write::Accept(r) => ("accept", &r.request_id),
+        Write::Reject(r, _) => ("reject", &r.request_id),
+        Write::Finish(id, _) => ("finish", id),
+    }
 }
 
 #[cfg(test)]
