@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p careflow-gateway --example loadtest -- --noop [--requests N]
-//!     [--concurrency C] [--rate R] [--idempotency-keys] [--json]
+//!     [--concurrency C] [--rate R] [--idempotency-keys] [--compare wal-sync] [--json]
 //! cargo run --release -p careflow-gateway --example loadtest -- [--requests 8] [--concurrency 2]
 //! ```
 //!
@@ -16,13 +16,16 @@
 //! (the gateway then waits for the `accepted` row, whose insert tells a retry, before the
 //! work starts; without a key that row is committed alongside the ending). `--database URL`
 //! puts the gateway's tables elsewhere (default: a SQLite file in a temporary directory).
+//! `--compare wal-sync` measures a gateway whose WAL is written out by the checkpoints only,
+//! then one with the default WAL sync thread (`StoreOptions::wal_sync_every`), each on a new
+//! SQLite file, and prints the second's p99 as a ratio of the first's.
 //! Without `--noop`: the full workflow on the default model (no records: no patient).
 
 use bytes::Bytes;
 use careflow_core::{PatientId, PatientMessage};
 use careflow_gateway::{
     create_key, AppState, GatewayConfig, JwtAlgorithm, JwtConfig, NoopService, Role, Store,
-    TriageJob, TriageService, WorkflowService,
+    StoreOptions, TriageJob, TriageService, WorkflowService,
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -39,6 +42,7 @@ struct Args {
     database: Option<String>,
     idempotency_keys: bool,
     ticks: bool,
+    compare: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -51,6 +55,7 @@ fn args() -> Result<Args, String> {
         database: None,
         idempotency_keys: false,
         ticks: false,
+        compare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +87,7 @@ fn args() -> Result<Args, String> {
                 )
             }
             "--database" => a.database = Some(value("--database")?),
+            "--compare" => a.compare = Some(value("--compare")?),
             "--bench" => {} // passed by `cargo bench`-style runners
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -289,10 +295,6 @@ fn real_main() -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let db_url = a
-        .database
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("loadtest.db").display()));
 
     let (service, model): (Arc<dyn TriageService>, String) = if a.noop {
         (Arc::new(NoopService::new()), "noop".into())
@@ -324,61 +326,6 @@ fn real_main() -> Result<(), String> {
         &jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
     )
     .map_err(|e| e.to_string())?;
-
-    let mut config = GatewayConfig {
-        queue_depth: a.requests.max(64),
-        workers: if a.noop { a.concurrency } else { 2 },
-        request_deadline_ms: 600_000,
-        jwt: Some(JwtConfig {
-            issuer: "portal".into(),
-            audience: "careflow".into(),
-            algorithm: JwtAlgorithm::EdDSA,
-            public_key_pem: Some(pem),
-            public_key_pem_path: None,
-            leeway_s: 0,
-        }),
-        ..Default::default()
-    };
-    config.rate_limit.per_key_per_second = 0.0;
-    let settings = config.build().map_err(|e| e.to_string())?;
-    let (addr, portal, admin, shutdown) = server_rt.block_on(async {
-        let store = Store::connect(&db_url).await.map_err(|e| e.to_string())?;
-        let (_, portal) = create_key(&store, "load-portal", Role::Portal)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (_, admin) = create_key(&store, "load-admin", Role::Admin)
-            .await
-            .map_err(|e| e.to_string())?;
-        let state = AppState::new(settings, service.clone(), store)
-            .await
-            .map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(careflow_gateway::run(listener, state, async move {
-            let _ = rx.await;
-        }));
-        Ok::<_, String>((addr, portal, admin, tx))
-    })?;
-
-    // The noop measures the portal path (API key + patient token); the real workflow has no
-    // records here, so it runs as admin without a patient.
-    let headers = if a.noop {
-        vec![
-            ("authorization", format!("Bearer {portal}")),
-            ("content-type", "application/json".to_string()),
-            ("x-patient-token", token),
-        ]
-    } else {
-        vec![
-            ("authorization", format!("Bearer {admin}")),
-            ("content-type", "application/json".to_string()),
-        ]
-    };
-    // Warm-up: connections, caches, the SQLite file.
-    let warm = a.requests.min(if a.noop { 500 } else { 1 });
     // Keys unique to this run, so a `--database` used before replays nothing.
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -388,31 +335,96 @@ fn real_main() -> Result<(), String> {
         a.idempotency_keys
             .then(|| Arc::<str>::from(format!("{run}-{stamp}")))
     };
-    client_rt.block_on(drive(
-        addr,
-        headers.clone(),
-        keys("warm-up"),
-        warm,
-        a.concurrency.min(warm),
-        None,
-        a.ticks,
-    ))?;
-    let direct_stats = if a.noop {
-        Some(server_rt.block_on(direct(service.clone(), a.requests, a.concurrency)))
-    } else {
-        None
-    };
-    let http = client_rt.block_on(drive(
-        addr,
-        headers,
-        keys("run"),
-        a.requests,
-        a.concurrency,
-        a.rate,
-        a.ticks,
-    ))?;
-    let _ = shutdown.send(());
 
+    // Without `--compare` one gateway with the default store options; with it, the baseline
+    // first, then the default, each on a database of its own, in this same run.
+    let variants: Vec<(&str, StoreOptions)> = match a.compare.as_deref() {
+        None => vec![("default", StoreOptions::default())],
+        Some("wal-sync") => vec![
+            (
+                "WAL written out by the checkpoints only",
+                StoreOptions {
+                    wal_sync_every: None,
+                    ..StoreOptions::default()
+                },
+            ),
+            (
+                "WAL written out every 20 ms (default)",
+                StoreOptions::default(),
+            ),
+        ],
+        Some(other) => return Err(format!("--compare: `{other}` is not wal-sync")),
+    };
+    if variants.len() > 1 && a.database.is_some() {
+        return Err("--compare starts each gateway on a new SQLite file: no --database".into());
+    }
+    let mut runs = Vec::new();
+    let mut direct_stats = None;
+    for (i, (label, options)) in variants.iter().enumerate() {
+        let db_url = a.database.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                dir.path().join(format!("loadtest-{i}.db")).display()
+            )
+        });
+        let gw = server_rt.block_on(start_gateway(
+            &a,
+            service.clone(),
+            &db_url,
+            *options,
+            pem.clone(),
+        ))?;
+        // The noop measures the portal path (API key + patient token); the real workflow
+        // has no records here, so it runs as admin without a patient.
+        let headers = if a.noop {
+            vec![
+                ("authorization", format!("Bearer {}", gw.portal)),
+                ("content-type", "application/json".to_string()),
+                ("x-patient-token", token.clone()),
+            ]
+        } else {
+            vec![
+                ("authorization", format!("Bearer {}", gw.admin)),
+                ("content-type", "application/json".to_string()),
+            ]
+        };
+        // Warm-up: connections, caches, the SQLite file.
+        let warm = a.requests.min(if a.noop { 500 } else { 1 });
+        client_rt.block_on(drive(
+            gw.addr,
+            headers.clone(),
+            keys(&format!("warm-up-{i}")),
+            warm,
+            a.concurrency.min(warm),
+            None,
+            a.ticks,
+        ))?;
+        if a.noop && direct_stats.is_none() {
+            direct_stats =
+                Some(server_rt.block_on(direct(service.clone(), a.requests, a.concurrency)));
+        }
+        let http = client_rt.block_on(drive(
+            gw.addr,
+            headers,
+            keys(&format!("run-{i}")),
+            a.requests,
+            a.concurrency,
+            a.rate,
+            a.ticks,
+        ))?;
+        let _ = gw.shutdown.send(());
+        runs.push((*label, http));
+    }
+    let (_, http) = runs.last().cloned().ok_or("no gateway was measured")?;
+    let compared = (runs.len() > 1).then(|| {
+        let (base, new) = (&runs[0].1, &runs[runs.len() - 1].1);
+        json!({
+            "what": a.compare,
+            "runs": runs.iter().map(|(label, s)| json!({"options": label, "http": s})).collect::<Vec<_>>(),
+            "p50_ratio": new.p50_ms / base.p50_ms,
+            "p99_ratio": new.p99_ms / base.p99_ms,
+        })
+    });
     let report = json!({
         "service": if a.noop { "noop" } else { "workflow" },
         "model": model,
@@ -426,6 +438,7 @@ fn real_main() -> Result<(), String> {
             "p50": http.p50_ms - d.p50_ms,
             "p99": http.p99_ms - d.p99_ms,
         })),
+        "compared": compared,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "note": "server (2 worker threads) and load generator (1 thread) share this machine's cores",
     });
@@ -450,6 +463,20 @@ fn real_main() -> Result<(), String> {
             ""
         }
     );
+    if runs.len() > 1 {
+        let base = &runs[0].1;
+        for (label, s) in &runs {
+            println!(
+                "  {label}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, errors {} ({:.2}x the first's p99)",
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms,
+                s.errors,
+                s.p99_ms / base.p99_ms
+            );
+        }
+        println!("  the last, in full:");
+    }
     println!(
         "  through HTTP:   {:>9.2} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",
         http.requests_per_second, http.p50_ms, http.p99_ms, http.max_ms, http.errors
@@ -466,6 +493,67 @@ fn real_main() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A gateway being measured: where it listens, its two API keys, and how to stop it.
+struct Gateway {
+    addr: std::net::SocketAddr,
+    portal: String,
+    admin: String,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts a gateway over `service` on `db_url` (created if missing) with `options`,
+/// verifying patient tokens with `pem`, on a port of its own.
+async fn start_gateway(
+    a: &Args,
+    service: Arc<dyn TriageService>,
+    db_url: &str,
+    options: StoreOptions,
+    pem: String,
+) -> Result<Gateway, String> {
+    let mut config = GatewayConfig {
+        queue_depth: a.requests.max(64),
+        workers: if a.noop { a.concurrency } else { 2 },
+        request_deadline_ms: 600_000,
+        jwt: Some(JwtConfig {
+            issuer: "portal".into(),
+            audience: "careflow".into(),
+            algorithm: JwtAlgorithm::EdDSA,
+            public_key_pem: Some(pem),
+            public_key_pem_path: None,
+            leeway_s: 0,
+        }),
+        ..Default::default()
+    };
+    config.rate_limit.per_key_per_second = 0.0;
+    let settings = config.build().map_err(|e| e.to_string())?;
+    let store = Store::connect_with(db_url, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, portal) = create_key(&store, "load-portal", Role::Portal)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, admin) = create_key(&store, "load-admin", Role::Admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = AppState::new(settings, service, store)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(careflow_gateway::run(listener, state, async move {
+        let _ = stop.await;
+    }));
+    Ok(Gateway {
+        addr,
+        portal,
+        admin,
+        shutdown,
+    })
 }
 
 async fn real_service() -> Result<(Arc<dyn TriageService>, String), String> {

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use wal::{WalSync, WalUpkeep};
 
 #[derive(Debug, Clone)]
 enum Pool {
@@ -418,6 +419,8 @@ impl QueuedWrite {
 pub struct Store {
     pool: Pool,
     writer: mpsc::Sender<(Write, WriteReply)>,
+    /// The WAL sync thread's count of completed syncs (SQLite files).
+    wal_syncs: Option<Arc<AtomicU64>>,
 }
 
 /// How a [`Store`] keeps its database, beyond its URL.
@@ -426,6 +429,9 @@ pub struct StoreOptions {
     /// On a SQLite file: past this many WAL frames (4 KB pages), the writer completes a
     /// checkpoint so the WAL starts over (see `WalUpkeep`). The WAL file stays about this big.
     pub wal_restart_frames: u64,
+    /// On a SQLite file: how often a thread of its own writes the WAL's new pages to disk
+    /// between two checkpoints (see `store/wal.rs`); `None`: only the checkpoints do.
+    pub wal_sync_every: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -433,6 +439,7 @@ impl Default for StoreOptions {
         // 65,536 frames of 4 KB: 256 MB of WAL.
         StoreOptions {
             wal_restart_frames: 65_536,
+            wal_sync_every: Some(Duration::from_millis(20)),
         }
     }
 }
@@ -452,6 +459,8 @@ impl Store {
             reason: reason.to_string(),
         };
         let context = format!("connecting to {shown}");
+        // The database file, for the WAL's upkeep (none in memory or on PostgreSQL).
+        let mut db_file = None;
         let pool = if url == "sqlite::memory:" || url == "sqlite://:memory:" {
             // Each connection would get its own empty database: keep exactly one, forever.
             let opts = SqliteConnectOptions::from_str("sqlite::memory:")
@@ -473,6 +482,7 @@ impl Store {
                 return Err(bad("no file path after `sqlite://`"));
             }
             let path = Path::new(path);
+            db_file = Some(path.to_path_buf());
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|cause| GatewayError::Io {
                     context: format!("creating {}", parent.display()),
@@ -487,7 +497,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 // Checkpoints off the request path: SQLite's automatic checkpoint runs inside
                 // the commit that crosses 1,000 WAL pages, a stall of milliseconds for every
-                // request in that group; `checkpoint_loop` does it in the background instead.
+                // request in that group; `store/wal.rs` does it in the background instead.
                 .pragma("wal_autocheckpoint", "0");
             // SQLite has one writer, and the request path's writes all go through the writer
             // task, which keeps a connection of its own (see `write_loop`); two more serve
@@ -525,21 +535,29 @@ impl Store {
                 let upkeep = Arc::new(WalUpkeep::default());
                 // An in-memory database has one connection, which the readers need too, and
                 // no WAL.
-                let file = !url.contains(":memory:");
-                if file {
-                    tokio::spawn(checkpoint_loop(p.clone(), upkeep.clone()));
+                if db_file.is_some() {
+                    tokio::spawn(wal::checkpoint_loop(p.clone(), upkeep.clone()));
                 }
                 Some(SqliteWriter {
                     held: None,
-                    keep: file,
+                    keep: db_file.is_some(),
                     upkeep,
                     restart_frames: options.wal_restart_frames,
+                    wal_sync: db_file.and_then(|f| WalSync::start(f, &options)),
                 })
             }
             Pool::Postgres(_) => None,
         };
+        let wal_syncs = sqlite_writer
+            .as_ref()
+            .and_then(|w| w.wal_sync.as_ref())
+            .map(|s| s.syncs.clone());
         tokio::spawn(write_loop(pool.clone(), rx, sqlite_writer));
-        let store = Store { pool, writer };
+        let store = Store {
+            pool,
+            writer,
+            wal_syncs,
+        };
         store.create_schema().await?;
         Ok(store)
     }
@@ -801,57 +819,14 @@ impl Store {
         Ok(n)
     }
 
+    /// How many times the WAL sync thread has written the WAL out (`None`: no such thread:
+    /// not a SQLite file, or turned off by [`StoreOptions::wal_sync_every`]).
+    pub fn wal_syncs(&self) -> Option<u64> {
+        self.wal_syncs.as_ref().map(|n| n.load(Ordering::Relaxed))
+    }
+
     pub async fn close(&self) {
         on_backend!(&self.pool, p => p.close().await);
-    }
-}
-
-/// How the background checkpoints and the writer share the WAL's upkeep (SQLite files).
-///
-/// A PASSIVE checkpoint copies the WAL's pages into the database file without blocking the
-/// writer, but it never lets the WAL start over while writes go on (a restart needs every
-/// frame copied, and frames keep coming): under steady load the WAL grew ~80 MB/s at 5,000
-/// requests/s, without end. So the background loop reports the WAL's length, and past
-/// [`StoreOptions::wal_restart_frames`] the writer checkpoints itself between two groups —
-/// nothing is written meanwhile, so that checkpoint can finish the WAL and the next commit
-/// start it again from its beginning (see [`SqliteWriter::upkeep`] for when it cannot). By
-/// default that stops the writer for up to ~25 ms (the copy and two `fsync`s; the load
-/// test's max latency at 5,000 requests/s), once per 256 MB of WAL, about every 4 s at that
-/// rate.
-#[derive(Debug, Default)]
-struct WalUpkeep {
-    /// The WAL's length in frames at the last background checkpoint.
-    frames: AtomicU64,
-}
-
-/// How often the background checkpoint runs. Each copies what came since the one before,
-/// and its cost grows with that (at 5,000 requests/s: ~30 ms of copying and two `fsync`s
-/// every 500 ms, the gateway's p99 up from ~1.5 ms to ~5 ms; every 100 ms, ~2 ms).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
-/// Moves the WAL's pages into the database file (PASSIVE: without blocking the writer) and
-/// reports the WAL's length to the writer, until the pool is closed.
-async fn checkpoint_loop(pool: SqlitePool, upkeep: Arc<WalUpkeep>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        // (busy, frames in the WAL, frames copied)
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await
-        {
-            Ok((_, frames, _)) => upkeep.frames.store(frames.max(0) as u64, Ordering::Relaxed),
-            Err(e) => {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
-        }
     }
 }
 
@@ -864,6 +839,8 @@ struct SqliteWriter {
     keep: bool,
     upkeep: Arc<WalUpkeep>,
     restart_frames: u64,
+    /// Stops the WAL sync thread when the writer ends.
+    wal_sync: Option<WalSync>,
 }
 
 impl SqliteWriter {
@@ -933,7 +910,7 @@ pub(super) enum GroupFailed {
 /// The writer task: one transaction per group of queued writes. If a group fails, its
 /// writes are retried one transaction each, so one bad write fails alone. `sqlite`: the
 /// writer's connection on SQLite; a kept one is given back when the pool closes, since
-/// closing waits for every connection.
+/// closing waits for every connection, and the WAL sync thread stops then too.
 async fn write_loop(
     pool: Pool,
     mut rx: mpsc::Receiver<(Write, WriteReply)>,
@@ -943,7 +920,10 @@ async fn write_loop(
     let mut closed = std::pin::pin!(closed);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        let holding = sqlite.as_ref().is_some_and(|w| w.held.is_some());
+        // What the pool's closing ends: the kept connection, the WAL sync thread.
+        let holding = sqlite
+            .as_ref()
+            .is_some_and(|w| w.held.is_some() || w.wal_sync.is_some());
         let first = tokio::select! {
             w = rx.recv() => match w {
                 Some(w) => w,
@@ -952,6 +932,7 @@ async fn write_loop(
             _ = &mut closed, if holding => {
                 if let Some(w) = sqlite.as_mut() {
                     w.held = None;
+                    w.wal_sync = None;
                 }
                 continue;
             }
@@ -1147,6 +1128,7 @@ mod batch_sqlite;
 mod console;
 mod dashboard;
 mod reviews;
+mod wal;
 pub use console::{ConsoleSession, ReviewedCase, SignIn};
 pub use dashboard::{DayFigures, Figures, StepLatency};
 pub use reviews::{needs_review, QueueItem, ReviewAction, ReviewRecord, ReviewRefused};
