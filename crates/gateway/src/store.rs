@@ -429,8 +429,9 @@ pub struct StoreOptions {
     /// On a SQLite file: past this many WAL frames (4 KB pages), the writer completes a
     /// checkpoint so the WAL starts over (see `WalUpkeep`). The WAL file stays about this big.
     pub wal_restart_frames: u64,
-    /// On a SQLite file: how often a thread of its own writes the WAL's new pages to disk
-    /// between two checkpoints (see `store/wal.rs`); `None`: only the checkpoints do.
+    /// On a SQLite file: how often a thread of its own writes the WAL's and the database
+    /// file's new pages to disk between two checkpoints (see `store/wal.rs`); `None`: only
+    /// the checkpoints do.
     pub wal_sync_every: Option<Duration>,
 }
 
@@ -459,7 +460,8 @@ impl Store {
             reason: reason.to_string(),
         };
         let context = format!("connecting to {shown}");
-        // The database file, for the WAL's upkeep (none in memory or on PostgreSQL).
+        // The database file and how to connect to it, for the WAL's upkeep (none in memory or
+        // on PostgreSQL).
         let mut db_file = None;
         let pool = if url == "sqlite::memory:" || url == "sqlite://:memory:" {
             // Each connection would get its own empty database: keep exactly one, forever.
@@ -482,7 +484,6 @@ impl Store {
                 return Err(bad("no file path after `sqlite://`"));
             }
             let path = Path::new(path);
-            db_file = Some(path.to_path_buf());
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|cause| GatewayError::Io {
                     context: format!("creating {}", parent.display()),
@@ -499,6 +500,7 @@ impl Store {
                 // the commit that crosses 1,000 WAL pages, a stall of milliseconds for every
                 // request in that group; `store/wal.rs` does it in the background instead.
                 .pragma("wal_autocheckpoint", "0");
+            db_file = Some((path.to_path_buf(), opts.clone()));
             // SQLite has one writer, and the request path's writes all go through the writer
             // task, which keeps a connection of its own (see `write_loop`); two more serve
             // reads (WAL lets them overlap) and the rare key writes, for which SQLite's busy
@@ -535,15 +537,19 @@ impl Store {
                 let upkeep = Arc::new(WalUpkeep::default());
                 // An in-memory database has one connection, which the readers need too, and
                 // no WAL.
-                if db_file.is_some() {
-                    tokio::spawn(wal::checkpoint_loop(p.clone(), upkeep.clone()));
+                if let Some((_, opts)) = &db_file {
+                    tokio::spawn(wal::checkpoint_loop(
+                        p.clone(),
+                        opts.clone(),
+                        upkeep.clone(),
+                    ));
                 }
                 Some(SqliteWriter {
                     held: None,
                     keep: db_file.is_some(),
                     upkeep,
                     restart_frames: options.wal_restart_frames,
-                    wal_sync: db_file.and_then(|f| WalSync::start(f, &options)),
+                    wal_sync: db_file.and_then(|(f, _)| WalSync::start(f, &options)),
                 })
             }
             Pool::Postgres(_) => None,
