@@ -292,7 +292,8 @@ mod tests {
         .await
         .unwrap();
         assert!(
-            plan.iter().any(|(_, _, _, d)| d.contains("audit_log_review")),
+            plan.iter()
+                .any(|(_, _, _, d)| d.contains("audit_log_review")),
             "{plan:?}"
         );
     }
