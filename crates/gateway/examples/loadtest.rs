@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p careflow-gateway --example loadtest -- --noop [--requests N]
-//!     [--concurrency C] [--rate R] [--idempotency-keys] [--compare wal-sync] [--json]
+//!     [--concurrency C] [--rate R] [--idempotency-keys] [--compare wal-sync|upkeep-priority]
+//!     [--json]
 //! cargo run --release -p careflow-gateway --example loadtest -- [--requests 8] [--concurrency 2]
 //! ```
 //!
@@ -18,7 +19,9 @@
 //! puts the gateway's tables elsewhere (default: a SQLite file in a temporary directory).
 //! `--compare wal-sync` measures a gateway whose WAL is written out by the checkpoints only,
 //! then one with the default WAL sync thread (`StoreOptions::wal_sync_every`), each on a new
-//! SQLite file, and prints the second's p99 as a ratio of the first's.
+//! SQLite file, and prints the second's p99 as a ratio of the first's; `--compare
+//! upkeep-priority` does the same with the checkpoint and sync threads at normal priority,
+//! then at idle priority (`StoreOptions::upkeep_idle_priority`).
 //! Without `--noop`: the full workflow on the default model (no records: no patient).
 
 use bytes::Bytes;
@@ -353,7 +356,21 @@ fn real_main() -> Result<(), String> {
                 StoreOptions::default(),
             ),
         ],
-        Some(other) => return Err(format!("--compare: `{other}` is not wal-sync")),
+        Some("upkeep-priority") => vec![
+            (
+                "checkpoint and sync threads at normal priority",
+                StoreOptions {
+                    upkeep_idle_priority: false,
+                    ..StoreOptions::default()
+                },
+            ),
+            ("at idle priority (default)", StoreOptions::default()),
+        ],
+        Some(other) => {
+            return Err(format!(
+                "--compare: `{other}` is not wal-sync or upkeep-priority"
+            ))
+        }
     };
     if variants.len() > 1 && a.database.is_some() {
         return Err("--compare starts each gateway on a new SQLite file: no --database".into());

@@ -150,8 +150,8 @@ const SHARED_SCHEMA: &[&str] = &[
     // The review queue's cases only (its query names the same kinds, see `QUEUED_CASES`):
     // an entry for every decision was one more page written per commit (1.2 of 7.4 pages
     // per commit at 5,000 requests/s, counted from the WAL's frame headers) for a query
-    // that never reads the others. It replaces the full index
-    // of earlier versions, dropped here.
+    // that never reads the others. It replaces the full index of earlier versions, dropped
+    // here.
     "DROP INDEX IF EXISTS audit_log_decided_by",
     "CREATE INDEX IF NOT EXISTS audit_log_review ON audit_log (decided_by, request_id) \
      WHERE decided_by IN ('human_review', 'frontier')",
@@ -440,6 +440,10 @@ pub struct StoreOptions {
     /// file's new pages to disk between two checkpoints (see `store/wal.rs`); `None`: only
     /// the checkpoints do.
     pub wal_sync_every: Option<Duration>,
+    /// On a SQLite file: whether the background checkpoint and sync threads run at idle
+    /// priority (`SCHED_IDLE` on Linux), giving way to the request path's threads. They
+    /// still progress under full load, slowly (the idle class keeps a small share).
+    pub upkeep_idle_priority: bool,
 }
 
 impl Default for StoreOptions {
@@ -448,6 +452,7 @@ impl Default for StoreOptions {
         StoreOptions {
             wal_restart_frames: 65_536,
             wal_sync_every: Some(Duration::from_millis(20)),
+            upkeep_idle_priority: true,
         }
     }
 }
@@ -548,7 +553,8 @@ impl Store {
                     tokio::spawn(wal::checkpoint_loop(
                         p.clone(),
                         opts.clone(),
-                        upkeep.clone(),
+                        Arc::downgrade(&upkeep),
+                        options.upkeep_idle_priority,
                     ));
                 }
                 Some(SqliteWriter {

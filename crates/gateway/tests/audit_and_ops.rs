@@ -437,6 +437,29 @@ async fn the_wal_is_written_out_between_checkpoints_until_the_store_closes() {
     assert_eq!(memory.wal_syncs(), None);
 }
 
+/// A store dropped without `close` lets go of its database: its writer ends, then the
+/// background checkpoint loop (which held the pool, and so every connection, for good), and
+/// the last connection to close removes the WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_store_lets_go_of_its_database() {
+    let (dir, store) = sqlite_store().await;
+    let row = store.accept_queued(&new_request("d1")).await.unwrap();
+    assert!(store.finish("d1", &done("d1")).await.unwrap());
+    assert!(row.applied().await.unwrap());
+    let wal = dir.path().join("g.db-wal");
+    assert!(wal.exists(), "a WAL while the store is open");
+    drop(store);
+    let mut waited = 0;
+    while wal.exists() && waited < 5_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 50;
+    }
+    assert!(
+        !wal.exists(),
+        "the WAL is still there {waited} ms after the drop"
+    );
+}
+
 /// Makes the database refuse `event` on `triage_requests` when the row's new status is
 /// `status` (a trigger stands in for a full disk), then sends a request: it gets a 5xx.
 async fn refuse_and_send(

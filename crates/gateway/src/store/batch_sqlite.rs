@@ -20,7 +20,7 @@ use super::{AuditRecord, Ending, GroupFailed, Write};
 use crate::GatewayError;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Row, SqliteConnection};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// SQLite's default limit on the parameters of one statement is 32,766; a group that would
 /// pass it (it takes hundreds of writes with many steps) goes the general way.
@@ -250,11 +250,14 @@ pub(super) async fn apply(
             return Some(Err(GroupFailed::RolledBack(GatewayError::db(ctx)(e))));
         }
     };
-    let mut applied = HashSet::with_capacity(rows.len());
+    // Per request id: whether its row (accept or reject: a group has at most one of them
+    // per request, see `build`) and its ending applied. Looked up by `&str`, so answering a
+    // write allocates nothing.
+    let mut applied: HashMap<String, [bool; 2]> = HashMap::with_capacity(rows.len());
     for row in &rows {
         match (row.try_get::<String, _>(0), row.try_get::<String, _>(1)) {
             (Ok(kind), Ok(id)) => {
-                applied.insert((kind, id));
+                applied.entry(id).or_default()[usize::from(kind == "finish")] = true;
             }
             (Err(e), _) | (_, Err(e)) => {
                 return Some(Err(GroupFailed::AfterCommit(GatewayError::db(ctx)(e))))
@@ -265,7 +268,9 @@ pub(super) async fn apply(
         .iter()
         .map(|w| {
             let (tag, id) = tag(w);
-            applied.contains(&(tag.to_string(), id.to_string()))
+            applied
+                .get(id)
+                .is_some_and(|done| done[usize::from(tag == "finish")])
         })
         .collect()))
 }

@@ -24,7 +24,7 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How the background checkpoints and the writer share the WAL's upkeep.
@@ -54,14 +54,19 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const CHECKPOINT_THREAD: &str = "careflow-ckpt";
 
 /// Moves the WAL's pages into the database file (PASSIVE: without blocking the writer) and
-/// reports the WAL's length to the writer, until `pool` is closed. It runs on a connection
-/// of its own whose thread is given idle priority (see [`to_idle_priority`]): the copy takes
-/// ~1–2 ms of CPU every 100 ms at 5,000 requests/s, and at normal priority the scheduler let
-/// it finish its slice while the writer and the HTTP workers waited behind it.
+/// reports the WAL's length to the writer, until `pool` is closed or the writer has ended
+/// (the store dropped: it holds the only strong handle on `upkeep`; before, the loop kept
+/// the pool and its connections open for good). It runs on a connection of its own whose
+/// thread is given idle priority unless `idle_priority` is off (see [`to_idle_priority`]):
+/// the copy takes ~1–2 ms of CPU every 100 ms at 5,000 requests/s, and `perf sched
+/// timehist` showed it finishing its slice at normal priority while the writer and the HTTP
+/// workers waited (`loadtest --noop --rate 5000 --compare upkeep-priority` measures both in
+/// one run).
 pub(super) async fn checkpoint_loop(
     pool: SqlitePool,
     options: SqliteConnectOptions,
-    upkeep: Arc<WalUpkeep>,
+    upkeep: Weak<WalUpkeep>,
+    idle_priority: bool,
 ) {
     let options = options.thread_name(|_| CHECKPOINT_THREAD.to_string());
     let mut conn: Option<SqliteConnection> = None;
@@ -69,17 +74,19 @@ pub(super) async fn checkpoint_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if pool.is_closed() {
+        let Some(upkeep) = upkeep.upgrade().filter(|_| !pool.is_closed()) else {
             if let Some(c) = conn.take() {
                 let _ = c.close().await;
             }
             return;
-        }
+        };
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match SqliteConnection::connect_with(&options).await {
                 Ok(c) => {
-                    to_idle_priority(CHECKPOINT_THREAD);
+                    if idle_priority {
+                        to_idle_priority(CHECKPOINT_THREAD);
+                    }
                     conn.insert(c)
                 }
                 Err(e) => {
@@ -156,6 +163,7 @@ impl WalSync {
     /// still write the files out, in bigger pieces).
     pub(super) fn start(db: PathBuf, options: &StoreOptions) -> Option<WalSync> {
         let every = options.wal_sync_every?;
+        let idle_priority = options.upkeep_idle_priority;
         let mut wal = db.clone().into_os_string();
         wal.push("-wal");
         let files = [PathBuf::from(wal), db];
@@ -167,7 +175,9 @@ impl WalSync {
             .spawn(move || {
                 // Writing out can wait for any thread of the request path.
                 #[cfg(target_os = "linux")]
-                set_idle(0);
+                if idle_priority {
+                    set_idle(0);
+                }
                 loop {
                     match stopped.recv_timeout(every) {
                         Err(RecvTimeoutError::Timeout) => {}
