@@ -50,8 +50,10 @@ pub(super) struct WalUpkeep {
 /// every 500 ms, the gateway's p99 up from ~1.5 ms to ~5 ms; every 100 ms, ~2 ms).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// The name of the checkpoint connection's thread (at most 15 bytes: Linux's limit).
-const CHECKPOINT_THREAD: &str = "careflow-ckpt";
+/// Numbers the checkpoint connections' threads, so each store's can be found by its name
+/// (and only its own given idle priority). Linux keeps 15 bytes of a name: `cf-ckpt-` and
+/// up to 7 digits.
+static CHECKPOINT_THREADS: AtomicU64 = AtomicU64::new(0);
 
 /// Moves the WAL's pages into the database file (PASSIVE: without blocking the writer) and
 /// reports the WAL's length to the writer, until `pool` is closed or the writer has ended
@@ -68,7 +70,14 @@ pub(super) async fn checkpoint_loop(
     upkeep: Weak<WalUpkeep>,
     idle_priority: bool,
 ) {
-    let options = options.thread_name(|_| CHECKPOINT_THREAD.to_string());
+    let name = format!(
+        "cf-ckpt-{}",
+        CHECKPOINT_THREADS.fetch_add(1, Ordering::Relaxed) % 10_000_000
+    );
+    let options = options.thread_name({
+        let name = name.clone();
+        move |_| name.clone()
+    });
     let mut conn: Option<SqliteConnection> = None;
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,7 +94,7 @@ pub(super) async fn checkpoint_loop(
             None => match SqliteConnection::connect_with(&options).await {
                 Ok(c) => {
                     if idle_priority {
-                        to_idle_priority(CHECKPOINT_THREAD);
+                        to_idle_priority(&name);
                     }
                     conn.insert(c)
                 }
