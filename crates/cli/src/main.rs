@@ -99,8 +99,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `serve` sizes its runtime from the config (`gateway.async_threads`); the other commands
+    // are a client, a batch or a console of their own and keep two.
+    let threads = match &cli.command {
+        Command::Serve(a) => serve_cmd::runtime_threads(a),
+        _ => 2,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

@@ -24,6 +24,16 @@ pub struct ServeArgs {
     pub setup: SetupArgs,
 }
 
+/// Threads for the async runtime `serve` runs on (`gateway.async_threads`, see
+/// [`careflow_gateway::GatewayConfig::runtime_threads`]), read before the runtime starts. A
+/// config that does not resolve gets the default here; [`run`] then reports its error.
+pub fn runtime_threads(a: &ServeArgs) -> usize {
+    match a.setup.resolve(&a.engine, &a.db) {
+        Ok(rc) => rc.file.gateway.runtime_threads(),
+        Err(_) => careflow_gateway::GatewayConfig::default().runtime_threads(),
+    }
+}
+
 pub async fn run(a: ServeArgs) -> Result<()> {
     let knowledge = a.knowledge.load()?;
     let rc = a.setup.resolve(&a.engine, &a.db)?;
@@ -79,9 +89,11 @@ pub async fn run(a: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     eprintln!(
-        "careflow gateway on http://{addr} (OpenAPI at /openapi.json; review console at \
-         http://{addr}/console); Ctrl-C drains and stops",
-        addr = listener.local_addr()?
+        "careflow gateway on http://{addr} ({threads} runtime thread(s), gateway.async_threads; \
+         OpenAPI at /openapi.json; review console at http://{addr}/console); Ctrl-C drains \
+         and stops",
+        addr = listener.local_addr()?,
+        threads = tokio::runtime::Handle::current().metrics().num_workers(),
     );
     careflow_gateway::run(listener, state, shutdown_signal()).await?;
     eprintln!("stopped: every accepted request has its stored outcome");

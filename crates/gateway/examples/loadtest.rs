@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! cargo run --release -p careflow-gateway --example loadtest -- --noop [--requests N]
-//!     [--concurrency C] [--rate R] [--idempotency-keys] [--compare wal-sync|upkeep-priority]
-//!     [--json]
+//!     [--concurrency C] [--rate R] [--idempotency-keys] [--async-threads N]
+//!     [--compare wal-sync|upkeep-priority|async-threads] [--json]
 //! cargo run --release -p careflow-gateway --example loadtest -- [--requests 8] [--concurrency 2]
 //! ```
 //!
@@ -21,7 +21,10 @@
 //! then one with the default WAL sync thread (`StoreOptions::wal_sync_every`), each on a new
 //! SQLite file, and prints the second's p99 as a ratio of the first's; `--compare
 //! upkeep-priority` does the same with the checkpoint and sync threads at normal priority,
-//! then at idle priority (`StoreOptions::upkeep_idle_priority`).
+//! then at idle priority (`StoreOptions::upkeep_idle_priority`); `--compare async-threads`
+//! a gateway on a 2-thread runtime, then one on the default (`gateway.async_threads`: half
+//! the cores). `--async-threads N` runs the gateway on N runtime threads instead of the
+//! default.
 //! Without `--noop`: the full workflow on the default model (no records: no patient).
 
 use bytes::Bytes;
@@ -46,6 +49,8 @@ struct Args {
     idempotency_keys: bool,
     ticks: bool,
     compare: Option<String>,
+    /// The server runtime's threads (default: `GatewayConfig`'s, as `careflow serve`).
+    async_threads: Option<usize>,
 }
 
 fn args() -> Result<Args, String> {
@@ -59,6 +64,7 @@ fn args() -> Result<Args, String> {
         idempotency_keys: false,
         ticks: false,
         compare: None,
+        async_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +97,15 @@ fn args() -> Result<Args, String> {
             }
             "--database" => a.database = Some(value("--database")?),
             "--compare" => a.compare = Some(value("--compare")?),
+            "--async-threads" => {
+                let n: usize = value("--async-threads")?
+                    .parse()
+                    .map_err(|e| format!("--async-threads: {e}"))?;
+                if n == 0 {
+                    return Err("--async-threads: at least 1".into());
+                }
+                a.async_threads = Some(n);
+            }
             "--bench" => {} // passed by `cargo bench`-style runners
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -287,12 +302,12 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> Result<(), String> {
     let a = args()?;
     // The server and the load generator get a runtime each, so neither steals the other's
-    // scheduler; on a 2-core machine they still share the cores (noted in the results).
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    // scheduler; on a 2-core machine they still share the cores (noted in the results). The
+    // server's has as many threads as `careflow serve` would start (`gateway.async_threads`).
+    let threads = a
+        .async_threads
+        .unwrap_or_else(|| GatewayConfig::default().runtime_threads());
+    let server_rt = server_runtime(threads)?;
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -341,8 +356,9 @@ fn real_main() -> Result<(), String> {
 
     // Without `--compare` one gateway with the default store options; with it, the baseline
     // first, then the default, each on a database of its own, in this same run.
-    let variants: Vec<(&str, StoreOptions)> = match a.compare.as_deref() {
-        None => vec![("default", StoreOptions::default())],
+    let default_threads = format!("{threads} runtime thread(s) (default)");
+    let variants: Vec<(&str, StoreOptions, usize)> = match a.compare.as_deref() {
+        None => vec![("default", StoreOptions::default(), threads)],
         Some("wal-sync") => vec![
             (
                 "WAL written out by the checkpoints only",
@@ -350,10 +366,12 @@ fn real_main() -> Result<(), String> {
                     wal_sync_every: None,
                     ..StoreOptions::default()
                 },
+                threads,
             ),
             (
                 "WAL written out every 20 ms (default)",
                 StoreOptions::default(),
+                threads,
             ),
         ],
         Some("upkeep-priority") => vec![
@@ -363,12 +381,21 @@ fn real_main() -> Result<(), String> {
                     upkeep_idle_priority: false,
                     ..StoreOptions::default()
                 },
+                threads,
             ),
-            ("at idle priority (default)", StoreOptions::default()),
+            (
+                "at idle priority (default)",
+                StoreOptions::default(),
+                threads,
+            ),
+        ],
+        Some("async-threads") => vec![
+            ("2 runtime threads", StoreOptions::default(), 2),
+            (&default_threads, StoreOptions::default(), threads),
         ],
         Some(other) => {
             return Err(format!(
-                "--compare: `{other}` is not wal-sync or upkeep-priority"
+                "--compare: `{other}` is not wal-sync, upkeep-priority or async-threads"
             ))
         }
     };
@@ -377,7 +404,12 @@ fn real_main() -> Result<(), String> {
     }
     let mut runs = Vec::new();
     let mut direct_stats = None;
-    for (i, (label, options)) in variants.iter().enumerate() {
+    for (i, (label, options, variant_threads)) in variants.iter().enumerate() {
+        // A variant with another thread count gets a runtime of its own, dropped after it.
+        let own_rt = (*variant_threads != threads)
+            .then(|| server_runtime(*variant_threads))
+            .transpose()?;
+        let server_rt = own_rt.as_ref().unwrap_or(&server_rt);
         let db_url = a.database.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",
@@ -457,7 +489,8 @@ fn real_main() -> Result<(), String> {
         })),
         "compared": compared,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "note": "server (2 worker threads) and load generator (1 thread) share this machine's cores",
+        "server_threads": threads,
+        "note": "server and load generator (1 thread, and a pacing thread) share this machine's cores",
     });
     if a.json {
         println!(
@@ -510,6 +543,15 @@ fn real_main() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// A multi-thread runtime for the gateway with `threads` worker threads.
+fn server_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// A gateway being measured: where it listens, its two API keys, and how to stop it.
