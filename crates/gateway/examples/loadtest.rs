@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p careflow-gateway --example loadtest -- --noop [--requests N]
 //!     [--concurrency C] [--rate R] [--idempotency-keys] [--async-threads N]
-//!     [--compare wal-sync|upkeep-priority|async-threads] [--json]
+//!     [--compare wal-sync|upkeep-priority|wal-readahead|async-threads] [--rounds N] [--json]
 //! cargo run --release -p careflow-gateway --example loadtest -- [--requests 8] [--concurrency 2]
 //! ```
 //!
@@ -21,7 +21,11 @@
 //! then one with the default WAL sync thread (`StoreOptions::wal_sync_every`), each on a new
 //! SQLite file, and prints the second's p99 as a ratio of the first's; `--compare
 //! upkeep-priority` does the same with the checkpoint and sync threads at normal priority,
-//! then at idle priority (`StoreOptions::upkeep_idle_priority`); `--compare async-threads`
+//! then at idle priority (`StoreOptions::upkeep_idle_priority`); `--compare wal-readahead`
+//! without, then with the WAL read ahead of the writer (`StoreOptions::wal_readahead`);
+//! `--rounds N` measures each variant N times, the variants in turn (A B, B A, …: the
+//! machine's noise, ~0.5 ms of p99 between batches, moves with time), and reports medians;
+//! `--compare async-threads`
 //! a gateway on a 2-thread runtime, then one on the default (`gateway.async_threads`: half
 //! the cores). `--async-threads N` runs the gateway on N runtime threads instead of the
 //! default.
@@ -51,6 +55,8 @@ struct Args {
     compare: Option<String>,
     /// The server runtime's threads (default: `GatewayConfig`'s, as `careflow serve`).
     async_threads: Option<usize>,
+    /// Measurements per variant, taken in turn (A B, B A, A B, …); medians are reported.
+    rounds: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -65,6 +71,7 @@ fn args() -> Result<Args, String> {
         ticks: false,
         compare: None,
         async_threads: None,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -106,6 +113,14 @@ fn args() -> Result<Args, String> {
                 }
                 a.async_threads = Some(n);
             }
+            "--rounds" => {
+                a.rounds = value("--rounds")?
+                    .parse()
+                    .map_err(|e| format!("--rounds: {e}"))?;
+                if a.rounds == 0 {
+                    return Err("--rounds: at least 1".into());
+                }
+            }
             "--bench" => {} // passed by `cargo bench`-style runners
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -128,6 +143,29 @@ struct Stats {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+}
+
+/// Several measurements of one variant as one: the medians of their rates and percentiles,
+/// the largest max, every request and error.
+fn median_of(runs: &[Stats]) -> Stats {
+    let median = |f: fn(&Stats) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    Stats {
+        requests: runs.iter().map(|r| r.requests).sum(),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        seconds: runs.iter().map(|r| r.seconds).sum(),
+        requests_per_second: median(|r| r.requests_per_second),
+        p50_ms: median(|r| r.p50_ms),
+        p99_ms: median(|r| r.p99_ms),
+        max_ms: runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
+    }
 }
 
 fn stats(mut lat: Vec<f64>, errors: usize, seconds: f64) -> Stats {
@@ -389,22 +427,49 @@ fn real_main() -> Result<(), String> {
                 threads,
             ),
         ],
+        Some("wal-readahead") => vec![
+            (
+                "no WAL readahead",
+                StoreOptions {
+                    wal_readahead: false,
+                    ..StoreOptions::default()
+                },
+                threads,
+            ),
+            (
+                "WAL read ahead of the writer (default)",
+                StoreOptions::default(),
+                threads,
+            ),
+        ],
         Some("async-threads") => vec![
             ("2 runtime threads", StoreOptions::default(), 2),
             (&default_threads, StoreOptions::default(), threads),
         ],
         Some(other) => {
             return Err(format!(
-                "--compare: `{other}` is not wal-sync, upkeep-priority or async-threads"
-            ))
+            "--compare: `{other}` is not wal-sync, upkeep-priority, wal-readahead or async-threads"
+        ))
         }
     };
     if variants.len() > 1 && a.database.is_some() {
         return Err("--compare starts each gateway on a new SQLite file: no --database".into());
     }
-    let mut runs = Vec::new();
+    // Each round measures every variant, the order turned round each time (A B, B A, …), so
+    // neither always runs first, on a machine freshly quiet, or second, after the other.
+    let order: Vec<(usize, usize)> = (0..a.rounds)
+        .flat_map(|round| {
+            let mut idx: Vec<usize> = (0..variants.len()).collect();
+            if round % 2 == 1 {
+                idx.reverse();
+            }
+            idx.into_iter().map(move |i| (round, i))
+        })
+        .collect();
+    let mut measured: Vec<Vec<Stats>> = vec![Vec::new(); variants.len()];
     let mut direct_stats = None;
-    for (i, (label, options, variant_threads)) in variants.iter().enumerate() {
+    for (round, i) in order {
+        let (_, options, variant_threads) = &variants[i];
         // A variant with another thread count gets a runtime of its own, dropped after it.
         let own_rt = (*variant_threads != threads)
             .then(|| server_runtime(*variant_threads))
@@ -413,7 +478,9 @@ fn real_main() -> Result<(), String> {
         let db_url = a.database.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",
-                dir.path().join(format!("loadtest-{i}.db")).display()
+                dir.path()
+                    .join(format!("loadtest-{round}-{i}.db"))
+                    .display()
             )
         });
         let gw = server_rt.block_on(start_gateway(
@@ -442,7 +509,7 @@ fn real_main() -> Result<(), String> {
         client_rt.block_on(drive(
             gw.addr,
             headers.clone(),
-            keys(&format!("warm-up-{i}")),
+            keys(&format!("warm-up-{round}-{i}")),
             warm,
             a.concurrency.min(warm),
             None,
@@ -455,21 +522,40 @@ fn real_main() -> Result<(), String> {
         let http = client_rt.block_on(drive(
             gw.addr,
             headers,
-            keys(&format!("run-{i}")),
+            keys(&format!("run-{round}-{i}")),
             a.requests,
             a.concurrency,
             a.rate,
             a.ticks,
         ))?;
         let _ = gw.shutdown.send(());
-        runs.push((*label, http));
+        drop(own_rt);
+        // A measured database is not needed again: its pages would only crowd the disk and
+        // the page cache of the next measurement.
+        if a.database.is_none() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(
+                    dir.path().join(format!("loadtest-{round}-{i}.db{suffix}")),
+                );
+            }
+        }
+        measured[i].push(http);
     }
+    let runs: Vec<(&str, Stats)> = variants
+        .iter()
+        .zip(&measured)
+        .map(|((label, _, _), m)| (*label, median_of(m)))
+        .collect();
     let (_, http) = runs.last().cloned().ok_or("no gateway was measured")?;
     let compared = (runs.len() > 1).then(|| {
         let (base, new) = (&runs[0].1, &runs[runs.len() - 1].1);
         json!({
             "what": a.compare,
-            "runs": runs.iter().map(|(label, s)| json!({"options": label, "http": s})).collect::<Vec<_>>(),
+            "runs": runs.iter().zip(&measured).map(|((label, s), m)| json!({
+                "options": label,
+                "http": s,
+                "p99_ms_each_round": m.iter().map(|r| r.p99_ms).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "p50_ratio": new.p50_ms / base.p50_ms,
             "p99_ratio": new.p99_ms / base.p99_ms,
         })
@@ -481,7 +567,9 @@ fn real_main() -> Result<(), String> {
         "concurrency": a.concurrency,
         "target_rate": a.rate,
         "idempotency_keys": a.idempotency_keys,
+        "rounds": a.rounds,
         "http": http,
+        "p99_ms_each_round": measured.last().map(|m| m.iter().map(|r| r.p99_ms).collect::<Vec<_>>()),
         "direct": direct_stats,
         "added_ms": direct_stats.as_ref().map(|d| json!({
             "p50": http.p50_ms - d.p50_ms,
@@ -513,19 +601,36 @@ fn real_main() -> Result<(), String> {
             ""
         }
     );
+    let each = |m: &[Stats]| {
+        m.iter()
+            .map(|r| format!("{:.3}", r.p99_ms))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if a.rounds > 1 {
+        println!(
+            "  {} rounds, variants in turn; medians over the rounds",
+            a.rounds
+        );
+    }
     if runs.len() > 1 {
         let base = &runs[0].1;
-        for (label, s) in &runs {
+        for ((label, s), m) in runs.iter().zip(&measured) {
             println!(
-                "  {label}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, errors {} ({:.2}x the first's p99)",
+                "  {label}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, errors {} ({:.2}x the first's p99){}",
                 s.p50_ms,
                 s.p99_ms,
                 s.max_ms,
                 s.errors,
-                s.p99_ms / base.p99_ms
+                s.p99_ms / base.p99_ms,
+                if a.rounds > 1 { format!("; p99 each round: {}", each(m)) } else { String::new() }
             );
         }
         println!("  the last, in full:");
+    } else if a.rounds > 1 {
+        if let Some(m) = measured.last() {
+            println!("  p99 each round: {} ms", each(m));
+        }
     }
     println!(
         "  through HTTP:   {:>9.2} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   errors {}",

@@ -444,6 +444,10 @@ pub struct StoreOptions {
     /// priority (`SCHED_IDLE` on Linux), giving way to the request path's threads. They
     /// still progress under full load, slowly (the idle class keeps a small share).
     pub upkeep_idle_priority: bool,
+    /// On a SQLite file (Linux): whether the sync thread also asks the kernel to read the
+    /// WAL's pages ahead of the writer into the page cache (see `store/wal.rs`: a commit
+    /// into an uncached page otherwise reads it from disk first, in the writer).
+    pub wal_readahead: bool,
 }
 
 impl Default for StoreOptions {
@@ -453,6 +457,7 @@ impl Default for StoreOptions {
             wal_restart_frames: 65_536,
             wal_sync_every: Some(Duration::from_millis(20)),
             upkeep_idle_priority: true,
+            wal_readahead: true,
         }
     }
 }
@@ -557,12 +562,15 @@ impl Store {
                         options.upkeep_idle_priority,
                     ));
                 }
+                let keep = db_file.is_some();
+                let wal_sync =
+                    db_file.and_then(|(f, _)| WalSync::start(f, &options, Arc::downgrade(&upkeep)));
                 Some(SqliteWriter {
                     held: None,
-                    keep: db_file.is_some(),
+                    keep,
                     upkeep,
                     restart_frames: options.wal_restart_frames,
-                    wal_sync: db_file.and_then(|(f, _)| WalSync::start(f, &options)),
+                    wal_sync,
                 })
             }
             Pool::Postgres(_) => None,
