@@ -26,10 +26,11 @@
 //! writer keeps coming back to pages written seconds before, and on this machine some of
 //! them were no longer cached (why is not known: `/proc/vmstat` counted no reclaim). A
 //! 10-s run read 1-6 MB from disk, and `perf` showed the writer's thread blocked in
-//! `ext4_block_write_begin` ~40-190 times in 5 s. With the readahead, 0-34 times, and in
-//! six interleaved pairs of runs at 5,000 requests/s the p99 added was 0.64-1.03 ms against
-//! 0.67-1.52 ms (5 of 6 lower), the p99.9 1.9-3.0 ms against 2.2-15 ms
-//! (`loadtest --noop --rate 5000 --compare wal-readahead` measures both in one run).
+//! `ext4_block_write_begin` ~40-190 times in 5 s; with the readahead, 0-34 times. The p99
+//! gain is smaller than this machine's noise in most single runs: in six pairs of separate
+//! runs at 5,000 requests/s the p99 added was 0.66-0.72 ms against 0.65-0.92 ms (5 of 6
+//! lower); `loadtest --noop --rate 5000 --compare wal-readahead --rounds 6` (each variant
+//! six times, in turn) gave 0.76x the p99 without it, `--rounds 4` 1.03x.
 
 use super::StoreOptions;
 use sqlx::sqlite::SqliteConnectOptions;
