@@ -23,12 +23,12 @@
 //! upkeep-priority` does the same with the checkpoint and sync threads at normal priority,
 //! then at idle priority (`StoreOptions::upkeep_idle_priority`); `--compare wal-readahead`
 //! without, then with the WAL read ahead of the writer (`StoreOptions::wal_readahead`);
-//! `--rounds N` measures each variant N times, the variants in turn (A B, B A, …: the
-//! machine's noise, ~0.5 ms of p99 between batches, moves with time), and reports medians;
-//! `--compare async-threads`
-//! a gateway on a 2-thread runtime, then one on the default (`gateway.async_threads`: half
-//! the cores). `--async-threads N` runs the gateway on N runtime threads instead of the
-//! default.
+//! `--compare async-threads` measures a gateway on a 2-thread runtime, then one on the
+//! default (`gateway.async_threads`: half the cores) or `--async-threads N`, which also sets
+//! the runtime of every other run. `--rounds N` measures each variant N times, the variants
+//! in turn (A B, B A, …: the machine's noise, ~0.5 ms of p99 between batches, moves with
+//! time), and reports medians: with `--json`, `http` holds the medians of the rates and
+//! percentiles and the sums of requests, errors and seconds over the rounds.
 //! Without `--noop`: the full workflow on the default model (no records: no patient).
 
 use bytes::Bytes;
@@ -393,8 +393,22 @@ fn real_main() -> Result<(), String> {
     };
 
     // Without `--compare` one gateway with the default store options; with it, the baseline
-    // first, then the default, each on a database of its own, in this same run.
-    let default_threads = format!("{threads} runtime thread(s) (default)");
+    // and the default, in turn (below), each on a database of its own, in this same run.
+    let default_threads = format!(
+        "{threads} runtime thread(s) ({})",
+        if a.async_threads.is_some() {
+            "--async-threads"
+        } else {
+            "gateway.async_threads' default"
+        }
+    );
+    if a.compare.as_deref() == Some("async-threads") && threads == 2 {
+        return Err(
+            "--compare async-threads: the gateway would run on 2 threads either way (the \
+             default here, or --async-threads 2); pass --async-threads with another count"
+                .into(),
+        );
+    }
     let variants: Vec<(&str, StoreOptions, usize)> = match a.compare.as_deref() {
         None => vec![("default", StoreOptions::default(), threads)],
         Some("wal-sync") => vec![
@@ -474,7 +488,7 @@ fn real_main() -> Result<(), String> {
         let own_rt = (*variant_threads != threads)
             .then(|| server_runtime(*variant_threads))
             .transpose()?;
-        let server_rt = own_rt.as_ref().unwrap_or(&server_rt);
+        let rt = own_rt.as_ref().unwrap_or(&server_rt);
         let db_url = a.database.clone().unwrap_or_else(|| {
             format!(
                 "sqlite://{}",
@@ -483,7 +497,7 @@ fn real_main() -> Result<(), String> {
                     .display()
             )
         });
-        let gw = server_rt.block_on(start_gateway(
+        let gw = rt.block_on(start_gateway(
             &a,
             service.clone(),
             &db_url,
@@ -515,6 +529,7 @@ fn real_main() -> Result<(), String> {
             None,
             a.ticks,
         ))?;
+        // The service alone, once, on the runtime of the default thread count.
         if a.noop && direct_stats.is_none() {
             direct_stats =
                 Some(server_rt.block_on(direct(service.clone(), a.requests, a.concurrency)));
@@ -528,7 +543,13 @@ fn real_main() -> Result<(), String> {
             a.rate,
             a.ticks,
         ))?;
+        // Drained and closed before the next measurement starts, and before its runtime and
+        // its files go: nothing of it runs on into the next.
         let _ = gw.shutdown.send(());
+        rt.block_on(async {
+            let _ = gw.task.await;
+            gw.store.close().await;
+        });
         drop(own_rt);
         // A measured database is not needed again: its pages would only crowd the disk and
         // the page cache of the next measurement.
@@ -665,6 +686,9 @@ struct Gateway {
     portal: String,
     admin: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
+    /// The server task, which ends once it has drained after `shutdown`.
+    task: tokio::task::JoinHandle<Result<(), careflow_gateway::GatewayError>>,
+    store: Store,
 }
 
 /// Starts a gateway over `service` on `db_url` (created if missing) with `options`,
@@ -701,7 +725,7 @@ async fn start_gateway(
     let (_, admin) = create_key(&store, "load-admin", Role::Admin)
         .await
         .map_err(|e| e.to_string())?;
-    let state = AppState::new(settings, service, store)
+    let state = AppState::new(settings, service, store.clone())
         .await
         .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -709,7 +733,7 @@ async fn start_gateway(
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(careflow_gateway::run(listener, state, async move {
+    let task = tokio::spawn(careflow_gateway::run(listener, state, async move {
         let _ = stop.await;
     }));
     Ok(Gateway {
@@ -717,6 +741,8 @@ async fn start_gateway(
         portal,
         admin,
         shutdown,
+        task,
+        store,
     })
 }
 

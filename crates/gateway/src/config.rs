@@ -25,10 +25,12 @@ pub struct GatewayConfig {
     /// Threads of the async runtime `careflow serve` runs on: HTTP, the queue, the database
     /// writer, the workflow's steps between model calls (the model decodes on threads of its
     /// own, `[small] threads`). 0: half the cores, at least one. On this project's 2-core
-    /// machine one thread measured p99 0.59-0.75 ms added at 5,000 requests/s against
-    /// 0.70-1.09 ms with two, and 25,100 against 22,900 requests/s at most (`loadtest --noop
-    /// --compare async-threads`): a second thread mostly wakes and steals from the first, on
-    /// a core the database and the engine need.
+    /// machine one thread measured p99 0.59-0.90 ms added at 5,000 requests/s against
+    /// 0.70-1.60 ms with two in eight interleaved pairs of runs, and 25,100 against 22,900
+    /// requests/s at most; in one run (`loadtest --noop --compare async-threads`) 0.48-1.17x
+    /// the p99 on two, `--rounds 3` 1.01x. A second thread mostly woke up to steal the
+    /// first one's tasks, on a core the database and the engine need. Half the cores is not
+    /// measured on bigger machines: set the count there from a load test.
     pub async_threads: usize,
     /// A request not finished by then (queue wait included) ends as `error: deadline`, 504.
     pub request_deadline_ms: u64,

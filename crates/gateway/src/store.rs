@@ -446,7 +446,8 @@ pub struct StoreOptions {
     pub upkeep_idle_priority: bool,
     /// On a SQLite file (Linux): whether the sync thread also asks the kernel to read the
     /// WAL's pages ahead of the writer into the page cache (see `store/wal.rs`: a commit
-    /// into an uncached page otherwise reads it from disk first, in the writer).
+    /// into an uncached page otherwise reads it from disk first, in the writer). Part of
+    /// the sync thread: nothing without [`StoreOptions::wal_sync_every`].
     pub wal_readahead: bool,
 }
 
