@@ -99,12 +99,14 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // `serve` sizes its runtime from the config (`gateway.async_threads`); the other commands
-    // are a client, a batch or a console of their own and keep two.
-    let threads = match &cli.command {
-        Command::Serve(a) => serve_cmd::runtime_threads(a),
-        _ => 2,
+    // `serve` sizes its runtime from its config (`gateway.async_threads`), so it resolves the
+    // config here, once, and serves with it; the other commands are a client, a batch or a
+    // console of their own and keep two threads.
+    let mut serve_config = match &cli.command {
+        Command::Serve(a) => Some(a.setup.resolve(&a.engine, &a.db)),
+        _ => None,
     };
+    let threads = serve_config.as_ref().map_or(2, serve_cmd::runtime_threads);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -122,7 +124,12 @@ fn main() -> std::process::ExitCode {
             Command::Triage(a) => commands::triage(a).await,
             Command::Model(c) => commands::model(c).await,
             Command::Db(c) => commands::db(c).await,
-            Command::Serve(a) => serve_cmd::run(a).await,
+            Command::Serve(a) => {
+                let rc = serve_config
+                    .take()
+                    .unwrap_or_else(|| a.setup.resolve(&a.engine, &a.db));
+                serve_cmd::run(a, rc).await
+            }
             Command::Keys(c) => keys_cmd::run(c).await,
             Command::Review(c) => review_cmd::run(c).await,
             Command::Bench(c) => bench::run(c).await,

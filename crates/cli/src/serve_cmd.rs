@@ -2,6 +2,7 @@
 //! `careflow triage` builds it, until Ctrl-C or SIGTERM, then a graceful drain.
 
 use crate::commands::{redact, DbArgs, EngineArgs, KnowledgeArgs, SetupArgs};
+use crate::config::RuntimeConfig;
 use anyhow::{Context, Result};
 use careflow_engine::Engine;
 use careflow_gateway::{AppState, Store, WorkflowService};
@@ -25,18 +26,21 @@ pub struct ServeArgs {
 }
 
 /// Threads for the async runtime `serve` runs on (`gateway.async_threads`, see
-/// [`careflow_gateway::GatewayConfig::runtime_threads`]), read before the runtime starts. A
-/// config that does not resolve gets the default here; [`run`] then reports its error.
-pub fn runtime_threads(a: &ServeArgs) -> usize {
-    match a.setup.resolve(&a.engine, &a.db) {
+/// [`careflow_gateway::GatewayConfig::runtime_threads`]), from the config `main` resolves
+/// before the runtime starts. A config that did not resolve gets the default here; [`run`]
+/// then reports its error.
+pub fn runtime_threads(rc: &Result<RuntimeConfig>) -> usize {
+    match rc {
         Ok(rc) => rc.file.gateway.runtime_threads(),
         Err(_) => careflow_gateway::GatewayConfig::default().runtime_threads(),
     }
 }
 
-pub async fn run(a: ServeArgs) -> Result<()> {
+/// Serves with `rc`, the config resolved from `a` (`a.setup.resolve`) before the runtime
+/// started.
+pub async fn run(a: ServeArgs, rc: Result<RuntimeConfig>) -> Result<()> {
     let knowledge = a.knowledge.load()?;
-    let rc = a.setup.resolve(&a.engine, &a.db)?;
+    let rc = rc?;
     let mut gateway = rc.file.gateway.clone();
     if let Some(listen) = a.listen {
         gateway.listen = listen;

@@ -409,53 +409,39 @@ fn real_main() -> Result<(), String> {
                 .into(),
         );
     }
+    // A store option's comparison: the gateway with `baseline`, then with the defaults.
+    let against_default = |baseline: &'static str, options: StoreOptions, default: &'static str| {
+        vec![
+            (baseline, options, threads),
+            (default, StoreOptions::default(), threads),
+        ]
+    };
     let variants: Vec<(&str, StoreOptions, usize)> = match a.compare.as_deref() {
         None => vec![("default", StoreOptions::default(), threads)],
-        Some("wal-sync") => vec![
-            (
-                "WAL written out by the checkpoints only",
-                StoreOptions {
-                    wal_sync_every: None,
-                    ..StoreOptions::default()
-                },
-                threads,
-            ),
-            (
-                "WAL written out every 20 ms (default)",
-                StoreOptions::default(),
-                threads,
-            ),
-        ],
-        Some("upkeep-priority") => vec![
-            (
-                "checkpoint and sync threads at normal priority",
-                StoreOptions {
-                    upkeep_idle_priority: false,
-                    ..StoreOptions::default()
-                },
-                threads,
-            ),
-            (
-                "at idle priority (default)",
-                StoreOptions::default(),
-                threads,
-            ),
-        ],
-        Some("wal-readahead") => vec![
-            (
-                "no WAL readahead",
-                StoreOptions {
-                    wal_readahead: false,
-                    ..StoreOptions::default()
-                },
-                threads,
-            ),
-            (
-                "WAL read ahead of the writer (default)",
-                StoreOptions::default(),
-                threads,
-            ),
-        ],
+        Some("wal-sync") => against_default(
+            "WAL written out by the checkpoints only",
+            StoreOptions {
+                wal_sync_every: None,
+                ..StoreOptions::default()
+            },
+            "WAL written out every 20 ms (default)",
+        ),
+        Some("upkeep-priority") => against_default(
+            "checkpoint and sync threads at normal priority",
+            StoreOptions {
+                upkeep_idle_priority: false,
+                ..StoreOptions::default()
+            },
+            "at idle priority (default)",
+        ),
+        Some("wal-readahead") => against_default(
+            "no WAL readahead",
+            StoreOptions {
+                wal_readahead: false,
+                ..StoreOptions::default()
+            },
+            "WAL read ahead of the writer (default)",
+        ),
         Some("async-threads") => vec![
             ("2 runtime threads", StoreOptions::default(), 2),
             (&default_threads, StoreOptions::default(), threads),

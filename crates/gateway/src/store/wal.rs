@@ -201,7 +201,7 @@ impl WalSync {
             });
         let mut wal = db.clone().into_os_string();
         wal.push("-wal");
-        let files = [PathBuf::from(wal), db];
+        let wal = PathBuf::from(wal);
         let (stop, stopped) = mpsc::channel::<()>();
         let syncs = Arc::new(AtomicU64::new(0));
         let counted = syncs.clone();
@@ -223,15 +223,18 @@ impl WalSync {
                     // closes and makes a new one later, which a kept descriptor would not
                     // follow. `fdatasync` through any descriptor writes out the file's pages.
                     let mut synced = false;
-                    for (i, path) in files.iter().enumerate() {
+                    for (path, is_wal) in [(&wal, true), (&db, false)] {
                         let Ok(file) = std::fs::File::open(path) else {
                             continue;
                         };
-                        // The WAL's length, read and let go at once: the writer holds the only
-                        // strong handle on `upkeep` (see `checkpoint_loop`).
-                        let frames = upkeep.upgrade().map(|u| u.frames.load(Ordering::Relaxed));
-                        if let (0, Some(r), Some(frames)) = (i, readahead.as_mut(), frames) {
-                            r.ask(&file, frames);
+                        if let (true, Some(r)) = (is_wal, readahead.as_mut()) {
+                            // The WAL's length, read and let go at once: the writer holds the
+                            // only strong handle on `upkeep` (see `checkpoint_loop`).
+                            if let Some(frames) =
+                                upkeep.upgrade().map(|u| u.frames.load(Ordering::Relaxed))
+                            {
+                                r.ask(&file, frames);
+                            }
                         }
                         match file.sync_data() {
                             Ok(()) => synced = true,
@@ -287,15 +290,19 @@ struct Readahead {
     asked_to: u64,
     /// Whether the WAL's beginning has been asked for in this round.
     asked_beginning: bool,
+    /// The WAL's page size, once its header has given it (it is the database's, which does
+    /// not change under an open store).
+    page_size: Option<u64>,
 }
 
 impl Readahead {
     /// Asks for the next window of `wal`, `frames` long now, whose page size its header
     /// gives. A WAL with no header yet (or a foreign one) is left alone.
     fn ask(&mut self, wal: &std::fs::File, frames: u64) {
-        let Some(page_size) = wal_page_size(wal) else {
+        let Some(page_size) = self.page_size.or_else(|| wal_page_size(wal)) else {
             return;
         };
+        self.page_size = Some(page_size);
         for range in self.next(frames, page_size).into_iter().flatten() {
             advise_willneed(wal, range);
         }
